@@ -1,0 +1,18 @@
+"""fedjax_like: federated learning simulation as pure, jit-compiled JAX functions.
+
+Two layers, as in TensorFlow Federated:
+
+- the Federated Learning API (:mod:`fedjax_like.learning`): wrap a Flax model
+  (:mod:`fedjax_like.models`), pick an algorithm (``build_weighted_fed_avg``), then ``initialize()`` and
+  ``next(state, client_data)``;
+- the Federated Core (:mod:`fedjax_like.core`): placements and communication operators
+  (broadcast, map, sum, mean) over pure JAX functions, executed by one cohort engine.
+
+Federated data lives in :mod:`fedjax_like.data` (``ClientData``, datasets, packing, sources).
+"""
+
+from fedjax_like import core, data, learning, models
+
+__version__ = '0.1.0'
+
+__all__ = ['core', 'data', 'learning', 'models', '__version__']

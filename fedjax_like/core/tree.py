@@ -1,0 +1,79 @@
+"""Pytree arithmetic: the vector operations a federated round is written in.
+
+Model weights, deltas, optimizer states and metrics are pytrees of arrays. These functions treat a
+pytree as one vector: add, subtract, scale, weighted mean, dot and global norm. They are pure and
+jit-safe; all leaves of the trees combined must have the same structure.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+PyTree = Any
+
+
+def add(a: PyTree, b: PyTree) -> PyTree:
+  """``a + b`` leaf by leaf."""
+  return jax.tree.map(jnp.add, a, b)
+
+
+def sub(a: PyTree, b: PyTree) -> PyTree:
+  """``a - b`` leaf by leaf."""
+  return jax.tree.map(jnp.subtract, a, b)
+
+
+def scale(tree: PyTree, factor) -> PyTree:
+  """``factor * tree``; ``factor`` is a scalar (Python number or 0-d array)."""
+  return jax.tree.map(lambda x: (factor * x).astype(x.dtype), tree)
+
+
+def zeros_like(tree: PyTree) -> PyTree:
+  return jax.tree.map(jnp.zeros_like, tree)
+
+
+def where(condition, on_true: PyTree, on_false: PyTree) -> PyTree:
+  """Picks ``on_true`` or ``on_false`` for the whole tree by a scalar boolean ``condition``."""
+  return jax.tree.map(lambda t, f: jnp.where(condition, t, f), on_true, on_false)
+
+
+def dot(a: PyTree, b: PyTree) -> jax.Array:
+  """The inner product of two trees seen as flat vectors."""
+  leaves = jax.tree.leaves(jax.tree.map(lambda x, y: jnp.vdot(x, y), a, b))
+  return sum(leaves, jnp.zeros((), jnp.float32))
+
+
+def global_norm(tree: PyTree) -> jax.Array:
+  """The L2 norm of all leaves together."""
+  leaves = jax.tree.leaves(tree)
+  return jnp.sqrt(sum((jnp.sum(jnp.square(x)) for x in leaves), jnp.zeros((), jnp.float32)))
+
+
+def all_finite(tree: PyTree) -> jax.Array:
+  """True when every element of every leaf is finite."""
+  leaves = jax.tree.leaves(tree)
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.array(True)
+
+
+def weighted_sum(stacked: PyTree, weights: jax.Array) -> PyTree:
+  """``sum_i weights[i] * stacked[i]`` over the leading (cohort) axis.
+
+  Args:
+    stacked: a pytree whose leaves are ``[n, ...]``.
+    weights: ``[n]``.
+  """
+  return jax.tree.map(lambda x: jnp.tensordot(weights.astype(x.dtype), x, axes=1), stacked)
+
+
+def weighted_mean(stacked: PyTree, weights: jax.Array) -> PyTree:
+  """``sum_i w_i x_i / sum_i w_i`` over the leading axis; zero when all weights are zero."""
+  total = jnp.sum(weights)
+  safe = jnp.where(total > 0, total, 1.0)
+  return jax.tree.map(lambda s: s / safe.astype(s.dtype), weighted_sum(stacked, weights))
+
+
+def sum_leading(stacked: PyTree) -> PyTree:
+  """Sum over the leading (cohort) axis of every leaf."""
+  return jax.tree.map(lambda x: jnp.sum(x, axis=0), stacked)

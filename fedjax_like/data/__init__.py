@@ -1,0 +1,17 @@
+"""Federated data, host side: ClientData, a client's Dataset, cohort packing, and sources."""
+
+from fedjax_like.data.client_data import ClientData
+from fedjax_like.data.dataset import BatchedDataset, Dataset
+from fedjax_like.data.packing import PackedCohort, pack_cohort, validate_cohort
+from fedjax_like.data import sources
+from fedjax_like.data.sources import digits
+
+__all__ = [
+    'BatchedDataset',
+    'ClientData',
+    'Dataset',
+    'PackedCohort',
+    'digits',
+    'pack_cohort',
+    'validate_cohort',
+]

@@ -1,0 +1,219 @@
+"""A cohort of client datasets packed into fixed-shape arrays, and checked against a model.
+
+``pack_cohort([client batches...])`` stacks each client's ``[steps, batch, ...]`` arrays into
+``[clients, max_steps, batch, ...]``, padding short clients with all-False mask steps. Padding is
+inert: a step whose mask is all False leaves the client's weights, optimizer state and metrics
+unchanged (see :mod:`fedjax_like.learning.algorithms.fed_avg`).
+
+``validate_cohort(packed, model)`` is the boundary check before device work: it names the client
+and the field when an example's shape or dtype does not match the model's input, a client is empty,
+a label is out of range, or a feature holds NaN or infinity.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.tree_util as jtu
+import numpy as np
+
+from fedjax_like.data.dataset import BatchedDataset
+
+PyTree = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class PackedCohort:
+  """A cohort's data as arrays.
+
+  Attributes:
+    batches: pytree of ``[num_clients, num_steps, batch_size, ...]`` arrays.
+    mask: bool ``[num_clients, num_steps, batch_size]``; False marks padding.
+    client_ids: one id per client (``'#i'`` when a dataset carried none).
+  """
+
+  batches: PyTree
+  mask: np.ndarray
+  client_ids: tuple[str, ...]
+
+  @property
+  def num_clients(self) -> int:
+    return self.mask.shape[0]
+
+  @property
+  def num_steps(self) -> int:
+    return self.mask.shape[1]
+
+  @property
+  def batch_size(self) -> int:
+    return self.mask.shape[2]
+
+  @property
+  def num_examples(self) -> np.ndarray:
+    """``[num_clients]`` real examples per client."""
+    return self.mask.sum(axis=(1, 2))
+
+  @property
+  def padding_fraction(self) -> float:
+    """Masked (wasted) example slots over all slots."""
+    return float(1.0 - self.mask.mean()) if self.mask.size else 0.0
+
+
+def _path_name(path) -> str:
+  return jtu.keystr(path) if path else '<example>'
+
+
+def _client_name(dataset, index: int) -> str:
+  client_id = getattr(dataset, 'client_id', None)
+  return str(client_id) if client_id is not None else f'#{index}'
+
+
+def pack_cohort(
+    datasets: Sequence[BatchedDataset], num_steps: int | None = None
+) -> PackedCohort:
+  """Stacks client batches into one ``[clients, steps, batch, ...]`` cohort.
+
+  Args:
+    datasets: each client's :class:`BatchedDataset` (from ``Dataset.batch``), all with the same
+      batch size and example structure.
+    num_steps: pad every client to this many steps (default: the longest client's count). Fixing it
+      across rounds keeps one compiled program.
+
+  Raises:
+    ValueError / TypeError naming the client and field on mismatched structure, batch size or steps.
+  """
+  if isinstance(datasets, BatchedDataset) or not isinstance(datasets, Sequence):
+    raise TypeError(
+        'pack_cohort expects a list of client datasets, e.g. [ds.batch(20) for ds in clients]; '
+        f'got {type(datasets).__name__}.'
+    )
+  if not datasets:
+    raise ValueError('The cohort is empty: pass at least one client dataset.')
+  names = [_client_name(d, i) for i, d in enumerate(datasets)]
+  for name, d in zip(names, datasets):
+    if not isinstance(d, BatchedDataset):
+      raise TypeError(
+          f'Client {name}: expected a batched dataset (call .batch(batch_size) on it); '
+          f'got {type(d).__name__}.'
+      )
+  first = datasets[0]
+  structure = jtu.tree_structure(first.batches)
+  for name, d in zip(names, datasets):
+    if jtu.tree_structure(d.batches) != structure:
+      raise ValueError(
+          f'Client {name}: its examples have structure {jtu.tree_structure(d.batches)} but client '
+          f'{names[0]} has {structure}; every client must be preprocessed the same way.'
+      )
+    if d.batch_size != first.batch_size:
+      raise ValueError(
+          f'Client {name}: batch size {d.batch_size} differs from client {names[0]} '
+          f'({first.batch_size}); batch every client with the same size.'
+      )
+  longest = max(d.num_batches for d in datasets)
+  steps = longest if num_steps is None else num_steps
+  if steps < longest:
+    raise ValueError(f'num_steps={num_steps} is smaller than the longest client ({longest} steps).')
+
+  def stack(path, *leaves):
+    shapes = {leaf.shape[2:] for leaf in leaves}
+    dtypes = {np.dtype(leaf.dtype) for leaf in leaves}
+    if len(shapes) > 1 or len(dtypes) > 1:
+      for name, leaf in zip(names, leaves):
+        if leaf.shape[2:] != leaves[0].shape[2:] or leaf.dtype != leaves[0].dtype:
+          raise ValueError(
+              f'Client {name}, field {_path_name(path)}: element shape {leaf.shape[2:]} '
+              f'dtype {leaf.dtype} differs from client {names[0]} '
+              f'({leaves[0].shape[2:]}, {leaves[0].dtype}).'
+          )
+    out = np.zeros((len(leaves), steps) + leaves[0].shape[1:], dtype=leaves[0].dtype)
+    for i, leaf in enumerate(leaves):
+      out[i, : leaf.shape[0]] = leaf
+    return out
+
+  batches = jtu.tree_map_with_path(stack, *(d.batches for d in datasets))
+  mask = np.zeros((len(datasets), steps, first.batch_size), dtype=bool)
+  for i, d in enumerate(datasets):
+    mask[i, : d.num_batches] = d.mask
+  return PackedCohort(batches, mask, tuple(names))
+
+
+def _first_bad_client(bad_per_client: np.ndarray) -> int | None:
+  hits = np.flatnonzero(bad_per_client)
+  return int(hits[0]) if hits.size else None
+
+
+def validate_cohort(packed: PackedCohort, model) -> PackedCohort:
+  """Checks a packed cohort against ``model.input_spec``; returns it with dtypes made to match.
+
+  Integer features are cast to the model's integer dtype and floating ones to its floating dtype
+  (a lossless or standard narrowing); a mismatch of kind (float given for int) or shape is an error.
+  """
+  from fedjax_like.models.model import split_batch
+
+  x, y = split_batch(packed.batches)
+  x_spec, y_spec = model.input_spec
+  names = packed.client_ids
+
+  empty = _first_bad_client(packed.num_examples == 0)
+  if empty is not None:
+    raise ValueError(
+        f'Client {names[empty]} has no examples. Remove empty clients from the cohort '
+        '(or sample clients with at least one example).'
+    )
+
+  def conform(part, path, leaf, spec):
+    field = f'{part}{_path_name(path) if path else ""}'
+    want_shape, want_dtype = tuple(spec.shape), np.dtype(spec.dtype)
+    if tuple(leaf.shape[3:]) != want_shape:
+      raise ValueError(
+          f'Client {names[0]}, field {field}: element shape {tuple(leaf.shape[3:])} does not match '
+          f"the model's input shape {want_shape}. Reshape it in preprocessing, e.g. "
+          '.map(lambda e: (e["pixels"].reshape(-1), e["label"])).'
+      )
+    kind = np.dtype(leaf.dtype).kind
+    want_kind = want_dtype.kind
+    same_kind = (kind in 'iu' and want_kind in 'iu') or (kind == want_kind == 'f') or kind == want_kind
+    if not same_kind:
+      raise TypeError(
+          f'Client {names[0]}, field {field}: dtype {leaf.dtype} does not match the model\'s '
+          f'{want_dtype}. Cast it in preprocessing (e.g. .astype(np.{want_dtype.name})).'
+      )
+    return leaf.astype(want_dtype, copy=False)
+
+  x = jtu.tree_map_with_path(lambda p, leaf, s: conform('x', p, leaf, s), x, x_spec)
+  y = jtu.tree_map_with_path(lambda p, leaf, s: conform('y', p, leaf, s), y, y_spec)
+
+  for path, leaf in jtu.tree_leaves_with_path(x):
+    if np.issubdtype(leaf.dtype, np.floating):
+      bad = ~np.isfinite(leaf).reshape(leaf.shape[0], -1).all(axis=1)
+      client = _first_bad_client(bad)
+      if client is not None:
+        raise ValueError(
+            f'Client {names[client]}, field x{_path_name(path) if path else ""}: contains NaN or '
+            'infinite values. Clean or drop them before training.'
+        )
+
+  num_classes = model.num_outputs
+  for path, leaf in jtu.tree_leaves_with_path(y):
+    if np.issubdtype(leaf.dtype, np.integer):
+      valid = packed.mask.reshape(packed.mask.shape + (1,) * (leaf.ndim - 3))
+      out_of_range = ((leaf < 0) | (leaf >= num_classes)) & valid
+      client = _first_bad_client(out_of_range.reshape(leaf.shape[0], -1).any(axis=1))
+      if client is not None:
+        values = np.unique(leaf[client][out_of_range[client]])
+        raise ValueError(
+            f'Client {names[client]}, field y{_path_name(path) if path else ""}: labels '
+            f'{values[:5].tolist()} are outside [0, {num_classes}) for a model with {num_classes} '
+            'outputs.'
+        )
+
+  batches = {'x': x, 'y': y} if isinstance(packed.batches, dict) else (x, y)
+  return PackedCohort(batches, packed.mask, packed.client_ids)
+
+
+def device_put_cohort(packed: PackedCohort, sharding=None) -> tuple[PyTree, jax.Array]:
+  """Moves a packed cohort's arrays to the device (optionally with a sharding)."""
+  return jax.device_put((packed.batches, packed.mask), sharding)

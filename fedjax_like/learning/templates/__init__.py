@@ -1,0 +1,1 @@
+"""The parts a learning process is composed of: distributor, client work, aggregator, finalizer."""

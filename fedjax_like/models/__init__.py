@@ -1,0 +1,6 @@
+"""Models as pure functions, and adapters from Flax (linen and nnx)."""
+
+from fedjax_like.models.flax import from_linen, from_nnx
+from fedjax_like.models.model import Model, ModelWeights, accuracy, softmax_cross_entropy
+
+__all__ = ['Model', 'ModelWeights', 'accuracy', 'from_linen', 'from_nnx', 'softmax_cross_entropy']

@@ -1,0 +1,120 @@
+"""Adapters from Flax modules (``flax.linen`` and ``flax.nnx``) to a pure :class:`Model`.
+
+The module is turned into pure functions once, here; nothing downstream holds the module object.
+
+- ``from_linen(module, input_spec)``: weights are the variables from ``module.init``; the
+  ``'params'`` collection is trainable, every other collection is non-trainable.
+- ``from_nnx(module_or_factory, input_spec)``: the module is split with ``nnx.split`` into a graph
+  definition and state; ``nnx.Param`` variables are trainable, the rest non-trainable. Pass a factory
+  ``lambda rngs: MyModule(..., rngs=rngs)`` to get fresh weights from each ``init(rng)``, or a built
+  module to start from its current weights.
+
+``input_spec`` describes one example ``(x, y)`` without the batch axis: ``jax.ShapeDtypeStruct``
+pairs, or any arrays of that shape (e.g. ``dataset.element_spec``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen, nnx
+
+from fedjax_like.models.model import Model, ModelWeights, accuracy, softmax_cross_entropy
+
+PyTree = Any
+
+
+def _as_spec(input_spec) -> tuple[Any, Any]:
+  if isinstance(input_spec, Mapping):
+    input_spec = (input_spec['x'], input_spec['y'])
+  if not (isinstance(input_spec, (tuple, list)) and len(input_spec) == 2):
+    raise TypeError(
+        'input_spec must describe one (x, y) example, e.g. '
+        '(jax.ShapeDtypeStruct((784,), jnp.float32), jax.ShapeDtypeStruct((), jnp.int32)); '
+        f'got {input_spec!r}.'
+    )
+  return tuple(
+      jax.tree.map(lambda a: jax.ShapeDtypeStruct(tuple(a.shape), jnp.dtype(a.dtype)), part)
+      for part in input_spec
+  )
+
+
+def _dummy_batch(x_spec) -> PyTree:
+  return jax.tree.map(lambda s: jnp.zeros((1,) + tuple(s.shape), s.dtype), x_spec)
+
+
+def _accepts(fn: Callable, name: str) -> bool:
+  try:
+    return name in inspect.signature(fn).parameters
+  except (TypeError, ValueError):
+    return False
+
+
+def from_linen(
+    module: linen.Module,
+    input_spec,
+    loss_fn: Callable = softmax_cross_entropy,
+    metric_fns: Mapping[str, Callable] | None = None,
+) -> Model:
+  """Wraps a ``flax.linen`` module.
+
+  If the module's ``__call__`` takes a ``train`` argument it is passed (True during client
+  training); a ``'dropout'`` RNG is supplied when training with a key.
+  """
+  spec = _as_spec(input_spec)
+  takes_train = _accepts(module.__call__, 'train')
+
+  def init_fn(rng):
+    variables = dict(module.init(rng, _dummy_batch(spec[0])))
+    trainable = variables.pop('params', {})
+    return ModelWeights(trainable, variables)
+
+  def apply_fn(weights: ModelWeights, x, rng=None, train=False):
+    variables = {'params': weights.trainable, **weights.non_trainable}
+    kwargs = {'train': train} if takes_train else {}
+    rngs = {'dropout': rng} if (rng is not None and train) else None
+    return module.apply(variables, x, rngs=rngs, **kwargs)
+
+  return Model(
+      init_fn=init_fn,
+      apply_fn=apply_fn,
+      input_spec=spec,
+      loss_fn=loss_fn,
+      metric_fns=dict(metric_fns) if metric_fns is not None else {'accuracy': accuracy},
+  )
+
+
+def from_nnx(
+    module: nnx.Module | Callable[[nnx.Rngs], nnx.Module],
+    input_spec,
+    loss_fn: Callable = softmax_cross_entropy,
+    metric_fns: Mapping[str, Callable] | None = None,
+) -> Model:
+  """Wraps a ``flax.nnx`` module (or a factory ``rngs -> module``)."""
+  spec = _as_spec(input_spec)
+  factory = None if isinstance(module, nnx.Module) else module
+  template = module if factory is None else factory(nnx.Rngs(0))
+  graphdef, params, rest = nnx.split(template, nnx.Param, ...)
+  initial = ModelWeights(params, rest)
+
+  def init_fn(rng):
+    if factory is None:
+      return initial
+    _, p, r = nnx.split(factory(nnx.Rngs(rng)), nnx.Param, ...)
+    return ModelWeights(p, r)
+
+  def apply_fn(weights: ModelWeights, x, rng=None, train=False):
+    del rng, train
+    return nnx.merge(graphdef, weights.trainable, weights.non_trainable)(x)
+
+  return Model(
+      init_fn=init_fn,
+      apply_fn=apply_fn,
+      input_spec=spec,
+      loss_fn=loss_fn,
+      metric_fns=dict(metric_fns) if metric_fns is not None else {'accuracy': accuracy},
+  )
