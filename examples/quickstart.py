@@ -12,9 +12,9 @@ import jax.numpy as jnp
 import fedjax_like as fl
 
 # Load simulation data.
-if fl.data.sources.emnist.available():
+if fl.data.emnist.available():
   print('Data: federated EMNIST (digits), from the local cache.')
-  source, _ = fl.data.sources.emnist.load_data()
+  source, _ = fl.data.emnist.load_data()
 else:
   print('Data: federated EMNIST is not cached; using the offline digits from scikit-learn.')
   source, _ = fl.data.digits.load_data()

@@ -4,7 +4,7 @@ from fedjax_like.data.client_data import ClientData
 from fedjax_like.data.dataset import BatchedDataset, Dataset
 from fedjax_like.data.packing import PackedCohort, pack_cohort, validate_cohort
 from fedjax_like.data import sources
-from fedjax_like.data.sources import digits
+from fedjax_like.data.sources import digits, emnist
 
 __all__ = [
     'BatchedDataset',
@@ -12,6 +12,7 @@ __all__ = [
     'Dataset',
     'PackedCohort',
     'digits',
+    'emnist',
     'pack_cohort',
     'validate_cohort',
 ]

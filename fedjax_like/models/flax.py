@@ -5,7 +5,9 @@ The module is turned into pure functions once, here; nothing downstream holds th
 - ``from_linen(module, input_spec)``: weights are the variables from ``module.init``; the
   ``'params'`` collection is trainable, every other collection is non-trainable.
 - ``from_nnx(module_or_factory, input_spec)``: the module is split with ``nnx.split`` into a graph
-  definition and state; ``nnx.Param`` variables are trainable, the rest non-trainable. Pass a factory
+  definition and state; ``nnx.Param`` variables are trainable, the rest non-trainable. Weights are
+  held as plain nested dicts of arrays (``State.to_pure_dict``), the same layout linen uses, and
+  merged back into the module's graph inside the compiled apply. Pass a factory
   ``lambda rngs: MyModule(..., rngs=rngs)`` to get fresh weights from each ``init(rng)``, or a built
   module to start from its current weights.
 
@@ -98,18 +100,25 @@ def from_nnx(
   spec = _as_spec(input_spec)
   factory = None if isinstance(module, nnx.Module) else module
   template = module if factory is None else factory(nnx.Rngs(0))
-  graphdef, params, rest = nnx.split(template, nnx.Param, ...)
-  initial = ModelWeights(params, rest)
+  graphdef, params_template, rest_template = nnx.split(template, nnx.Param, ...)
+  initial = ModelWeights(nnx.to_pure_dict(params_template), nnx.to_pure_dict(rest_template))
 
   def init_fn(rng):
     if factory is None:
       return initial
     _, p, r = nnx.split(factory(nnx.Rngs(rng)), nnx.Param, ...)
-    return ModelWeights(p, r)
+    return ModelWeights(nnx.to_pure_dict(p), nnx.to_pure_dict(r))
+
+  def as_state(template_state, pure):
+    state = jax.tree.map(lambda a: a, template_state)  # a fresh copy to fill in
+    nnx.replace_by_pure_dict(state, pure)
+    return state
 
   def apply_fn(weights: ModelWeights, x, rng=None, train=False):
     del rng, train
-    return nnx.merge(graphdef, weights.trainable, weights.non_trainable)(x)
+    params = as_state(params_template, weights.trainable)
+    rest = as_state(rest_template, weights.non_trainable)
+    return nnx.merge(graphdef, params, rest)(x)
 
   return Model(
       init_fn=init_fn,

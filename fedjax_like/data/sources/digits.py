@@ -2,7 +2,8 @@
 
 scikit-learn ships 1,797 real 8x8 handwritten digits (the UCI "optdigits" set) inside its wheel, so
 this source needs no network. To let every program written for federated EMNIST run on it
-unchanged, each image is resized to 28x28 with bilinear interpolation and stored as EMNIST's
+unchanged, each image is resized to 20x20 with bilinear interpolation and centred in a 28x28 frame (as
+MNIST digits are) and stored as EMNIST's
 ``pixels`` (float32 ``[28, 28]``, 1.0 = background, as in TFF's files) with an int32 ``label``.
 
 Clients are made by a seeded non-IID partition: each client draws its label mix from a
@@ -44,7 +45,9 @@ def _load_digits() -> tuple[np.ndarray, np.ndarray]:
     ) from e
   digits = load_digits()
   ink = digits.images.astype(np.float64) / 16.0
-  pixels = (1.0 - _resize_bilinear(ink, 28)).astype(np.float32)
+  # As in (E)MNIST: the digit fills a 20x20 box centred in a 28x28 frame.
+  ink = np.pad(_resize_bilinear(ink, 20), ((0, 0), (4, 4), (4, 4)))
+  pixels = (1.0 - np.clip(ink, 0.0, 1.0)).astype(np.float32)
   return pixels, digits.target.astype(np.int32)
 
 

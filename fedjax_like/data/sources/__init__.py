@@ -1,0 +1,13 @@
+"""File-backed federated datasets (TFF's published files, read without TensorFlow).
+
+Each source module (e.g. :mod:`fedjax_like.data.sources.emnist`) finds its files in a local cache,
+downloads them on first use when allowed, and builds a lazy :class:`~fedjax_like.data.ClientData`.
+"""
+
+
+class DatasetNotFoundError(FileNotFoundError):
+  """A dataset's files are not in the cache and could not be downloaded.
+
+  The message names the missing file, the full path to place it at and the URL to fetch it from.
+  It subclasses ``FileNotFoundError`` (an ``OSError``), so ``except OSError`` also catches it.
+  """
