@@ -1,12 +1,14 @@
 """The cohort engine: the one place that decides how a per-client function runs over a cohort.
 
-Every federated computation reaches the clients through two calls:
+Every federated computation reaches the clients through these calls:
 
 - :func:`map_clients` runs ``fn`` once per client and returns the outputs stacked on a leading
   cohort axis ``[num_clients, ...]``;
 - :func:`sum_clients` runs ``fn`` once per client and returns only the *sum* of the outputs. A
   weighted mean is a sum of ``(w * x, w)`` pairs, so aggregation never needs the stacked outputs and
-  memory can stay O(chunk) however large the cohort is.
+  memory can stay O(chunk) however large the cohort is;
+- :func:`fold_steps` is a client's loop over its local steps; padding steps can be skipped;
+- :func:`lower_forward` gives a model's forward pass the lowering that is fast on this backend.
 
 Arguments are pytrees; ``in_axes`` says, per argument, whether it is per-client (``0``: a leading
 cohort axis) or the same for every client (``None``: a broadcast value, never copied).
@@ -21,8 +23,17 @@ Strategies (all give the same result up to float reassociation; tests hold them 
                so a cohort of 10,000 fits
 =============  =============================================================================
 
-``auto`` picks one. Users override with ``with cohort.execution('chunked', chunk_size=64): ...``
-(read when a computation is traced) or per process. Algorithms never call ``vmap`` themselves.
+Sharding is orthogonal: with more than one local (or, after ``jax.distributed.initialize``, global)
+device, the cohort axis is split over a 1-D device mesh with ``shard_map``; each device runs its
+share with the strategy above and the sums meet in one ``psum``. Padding clients added to fill the
+last chunk or shard are masked out with ``where``, so a NaN computed on padding never leaks.
+
+``auto`` picks vmap for cohorts up to 256 clients per device and chunks beyond. On XLA:CPU a
+convolution inside a compiled loop is 25-40x slower than outside one, so on CPU the engine lowers
+convolutions to im2col (see :mod:`fedjax_like.core.lowering`), which keeps the whole round one
+compiled program at the speed of a plain step. Users override any choice with
+``with cohort.execution('chunked', chunk_size=64): ...`` (read when a computation is traced).
+Algorithms never call ``vmap`` themselves.
 """
 
 from __future__ import annotations
@@ -35,9 +46,15 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from fedjax_like.core import lowering
 
 PyTree = Any
 STRATEGIES = ('auto', 'vmap', 'sequential', 'chunked')
+CONV_LOWERINGS = ('auto', 'im2col', 'xla')
+CLIENTS_AXIS = 'clients'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,53 +64,64 @@ class ExecutionConfig:
   Attributes:
     strategy: one of ``STRATEGIES``.
     chunk_size: clients per chunk for ``chunked`` (and the chunk ``auto`` uses for large cohorts).
+    unroll_steps: unroll each client's local-step loop into straight-line code (True) or keep it a
+      compiled loop (False, the default).
+    conv_lowering: ``'im2col'``, ``'xla'``, or ``'auto'`` (im2col on CPU, XLA's own elsewhere).
+    shard: split the cohort over devices: True, False, or None (when more than one device).
+    devices: the devices to shard over (default: all of ``jax.devices()``).
   """
 
   strategy: str = 'auto'
   chunk_size: int | None = None
   unroll_steps: bool | None = None
+  conv_lowering: str = 'auto'
+  shard: bool | None = None
+  devices: tuple | None = None
 
   def __post_init__(self):
     if self.strategy not in STRATEGIES:
       raise ValueError(f'Unknown execution strategy {self.strategy!r}; choose one of {STRATEGIES}.')
     if self.chunk_size is not None and (not isinstance(self.chunk_size, int) or self.chunk_size < 1):
       raise ValueError(f'chunk_size must be a positive integer; got {self.chunk_size!r}.')
+    if self.conv_lowering not in CONV_LOWERINGS:
+      raise ValueError(
+          f'Unknown conv_lowering {self.conv_lowering!r}; choose one of {CONV_LOWERINGS}.'
+      )
+    if self.devices is not None:
+      object.__setattr__(self, 'devices', tuple(self.devices))
 
 
 _local = threading.local()
 
 
 def current_config() -> ExecutionConfig:
-  """The configuration in force (set by :func:`execution`), else ``auto``."""
+  """The configuration in force (set by :func:`execution`), else the defaults (``auto``)."""
   return getattr(_local, 'config', None) or ExecutionConfig()
 
 
 @contextlib.contextmanager
-def execution(
-    strategy: str = 'auto', chunk_size: int | None = None, unroll_steps: bool | None = None
-) -> Iterator[ExecutionConfig]:
+def execution(strategy: str = 'auto', **options) -> Iterator[ExecutionConfig]:
   """Sets how clients execute for computations traced inside the block.
 
   Args:
     strategy: one of ``STRATEGIES``.
-    chunk_size: clients per chunk (``chunked``).
-    unroll_steps: unroll each client's local-step loop into straight-line code (True) or keep it a
-      compiled loop (False); None lets the engine choose.
+    **options: the other fields of :class:`ExecutionConfig` (``chunk_size``, ``unroll_steps``,
+      ``conv_lowering``, ``shard``, ``devices``).
   """
   previous = getattr(_local, 'config', None)
-  _local.config = ExecutionConfig(strategy, chunk_size, unroll_steps)
+  _local.config = ExecutionConfig(strategy, **options)
   try:
     yield _local.config
   finally:
     _local.config = previous
 
 
-# Above this many clients, `auto` stops materializing the whole cohort side by side.
+# Above this many clients per device, `auto` stops materializing the whole cohort side by side.
 _AUTO_VMAP_LIMIT = 256
 
 
 def resolve(num_clients: int, config: ExecutionConfig | None = None) -> tuple[str, int]:
-  """The concrete ``(strategy, chunk_size)`` for a cohort of ``num_clients``."""
+  """The concrete ``(strategy, chunk_size)`` for ``num_clients`` clients on one device."""
   config = config or current_config()
   strategy, chunk = config.strategy, config.chunk_size
   if strategy == 'auto':
@@ -104,6 +132,30 @@ def resolve(num_clients: int, config: ExecutionConfig | None = None) -> tuple[st
   if strategy == 'chunked':
     chunk = min(chunk or 16, num_clients)
   return strategy, chunk or num_clients
+
+
+def mesh(config: ExecutionConfig | None = None) -> Mesh | None:
+  """The 1-D device mesh the cohort is sharded over, or None when it runs on one device."""
+  config = config or current_config()
+  devices = config.devices or tuple(jax.devices())
+  if config.shard is False or (config.shard is None and len(devices) < 2):
+    return None
+  return Mesh(np.array(devices), (CLIENTS_AXIS,))
+
+
+def client_sharding(config: ExecutionConfig | None = None):
+  """The sharding that splits a leading cohort axis over the mesh (None without one)."""
+  m = mesh(config)
+  return None if m is None else NamedSharding(m, PartitionSpec(CLIENTS_AXIS))
+
+
+def pad_clients_to(num_clients: int, config: ExecutionConfig | None = None) -> int:
+  """The cohort size a packer should pad to so that shards split it evenly."""
+  m = mesh(config)
+  return num_clients if m is None else -(-num_clients // m.size) * m.size
+
+
+# ----- argument handling ------------------------------------------------------------------------
 
 
 def _num_clients(args: Sequence[PyTree], in_axes: Sequence[int | None]) -> int:
@@ -128,29 +180,102 @@ def _check_axes(args: Sequence[PyTree], in_axes: Sequence[int | None]) -> None:
     raise ValueError(f'in_axes entries must be 0 (per client) or None (broadcast); got {in_axes}.')
 
 
-def _split(args, in_axes):
-  """Separates per-client arguments (scanned over) from broadcast ones (closed over)."""
-  mapped = tuple(a for a, ax in zip(args, in_axes) if ax == 0)
+def _caller(fn, in_axes):
+  """``call(broadcast, mapped)`` -> ``fn(*args)`` with the arguments put back in order."""
 
-  def call(fn, client_slice):
-    it = iter(client_slice)
-    return fn(*(next(it) if ax == 0 else a for a, ax in zip(args, in_axes)))
+  def call(broadcast, mapped):
+    b, m = iter(broadcast), iter(mapped)
+    return fn(*(next(m) if ax == 0 else next(b) for ax in in_axes))
 
-  return mapped, call
+  return call
 
 
-def _pad_and_chunk(tree: PyTree, num_clients: int, chunk: int) -> tuple[PyTree, jax.Array]:
-  """Pads the cohort axis to a multiple of ``chunk`` and reshapes to ``[num_chunks, chunk, ...]``."""
-  num_chunks = -(-num_clients // chunk)
-  padded = num_chunks * chunk
+def _pad(tree: PyTree, num_clients: int, padded: int) -> PyTree:
+  if padded == num_clients:
+    return tree
+  return jax.tree.map(
+      lambda x: jnp.concatenate([x, jnp.zeros((padded - num_clients,) + x.shape[1:], x.dtype)]), tree
+  )
+
+
+def _masked(valid, tree: PyTree) -> PyTree:
+  """Zeros where ``valid`` (``[n]``) is False, along the leading axis; NaN-safe."""
 
   def one(x):
-    if padded != num_clients:
-      x = jnp.concatenate([x, jnp.zeros((padded - num_clients,) + x.shape[1:], x.dtype)])
-    return x.reshape((num_chunks, chunk) + x.shape[1:])
+    keep = valid.reshape((-1,) + (1,) * (x.ndim - 1))
+    return jnp.where(keep, x, jnp.zeros_like(x))
 
-  valid = (jnp.arange(padded) < num_clients).reshape(num_chunks, chunk)
-  return jax.tree.map(one, tree), valid
+  return jax.tree.map(one, tree)
+
+
+# ----- one device ---------------------------------------------------------------------------------
+
+
+def _local_map(call, broadcast, mapped, n, strategy, chunk):
+  if strategy == 'vmap':
+    return jax.vmap(lambda m: call(broadcast, m))(mapped)
+  if strategy == 'sequential':
+    return jax.lax.map(lambda m: call(broadcast, m), mapped)
+  padded = -(-n // chunk) * chunk
+  chunked = jax.tree.map(lambda x: x.reshape((-1, chunk) + x.shape[1:]), _pad(mapped, n, padded))
+  out = jax.lax.map(lambda c: jax.vmap(lambda m: call(broadcast, m))(c), chunked)
+  return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:])[:n], out)
+
+
+def _local_sum(call, broadcast, mapped, valid, strategy, chunk):
+  n = valid.shape[0]
+  if strategy == 'vmap':
+    out = jax.vmap(lambda m: call(broadcast, m))(mapped)
+    return jax.tree.map(lambda x: jnp.sum(x, axis=0), _masked(valid, out))
+  one = jax.tree.map(lambda x: x[0], mapped)
+  out_shape = jax.eval_shape(lambda m: call(broadcast, m), one)
+  zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), out_shape)
+  if strategy == 'sequential':
+
+    def step(total, inputs):
+      m, ok = inputs
+      out = call(broadcast, m)
+      return jax.tree.map(lambda t, o: t + jnp.where(ok, o, jnp.zeros_like(o)), total, out), None
+
+    return jax.lax.scan(step, zeros, (mapped, valid))[0]
+
+  padded = -(-n // chunk) * chunk
+  chunked = jax.tree.map(lambda x: x.reshape((-1, chunk) + x.shape[1:]), _pad(mapped, n, padded))
+  chunk_valid = _pad(valid, n, padded).reshape(-1, chunk)
+
+  def chunk_step(total, inputs):
+    m, ok = inputs
+    out = _masked(ok, jax.vmap(lambda c: call(broadcast, c))(m))
+    return jax.tree.map(lambda t, o: t + jnp.sum(o, axis=0), total, out), None
+
+  return jax.lax.scan(chunk_step, zeros, (chunked, chunk_valid))[0]
+
+
+# ----- the public entry points --------------------------------------------------------------------
+
+
+def _prepare(fn, args, in_axes, config):
+  _check_axes(args, in_axes)
+  config = config or current_config()
+  n = _num_clients(args, in_axes)
+  broadcast = tuple(a for a, ax in zip(args, in_axes) if ax is None)
+  mapped = tuple(a for a, ax in zip(args, in_axes) if ax == 0)
+  return config, n, broadcast, mapped, _caller(fn, tuple(in_axes))
+
+
+def _leading(tree: PyTree) -> int:
+  return jax.tree.leaves(tree)[0].shape[0]
+
+
+def _sharded(body, m: Mesh, broadcast, mapped, valid, out_spec):
+  spec = PartitionSpec(CLIENTS_AXIS)
+  return jax.shard_map(
+      body,
+      mesh=m,
+      in_specs=(PartitionSpec(), spec, spec),
+      out_specs=out_spec,
+      check_vma=False,
+  )(broadcast, mapped, valid)
 
 
 def map_clients(
@@ -160,17 +285,21 @@ def map_clients(
     config: ExecutionConfig | None = None,
 ) -> PyTree:
   """Runs ``fn`` per client; returns its outputs stacked as ``[num_clients, ...]``."""
-  _check_axes(args, in_axes)
-  n = _num_clients(args, in_axes)
-  strategy, chunk = resolve(n, config)
-  if strategy == 'vmap':
-    return jax.vmap(fn, in_axes=tuple(in_axes))(*args)
-  mapped, call = _split(args, in_axes)
-  if strategy == 'sequential':
-    return jax.lax.map(lambda s: call(fn, s), mapped)
-  chunked, _ = _pad_and_chunk(mapped, n, chunk)
-  out = jax.lax.map(lambda s: jax.vmap(lambda *c: call(fn, c))(*s), chunked)
-  return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:])[:n], out)
+  config, n, broadcast, mapped, call = _prepare(fn, args, in_axes, config)
+  m = mesh(config)
+  if m is None:
+    strategy, chunk = resolve(n, config)
+    return _local_map(call, broadcast, mapped, n, strategy, chunk)
+  padded = -(-n // m.size) * m.size
+  strategy, chunk = resolve(padded // m.size, config)
+
+  def body(b, shard, _):
+    return _local_map(call, b, shard, _leading(shard), strategy, chunk)
+
+  valid = jnp.arange(padded) < n
+  out = _sharded(body, m, broadcast, _pad(mapped, n, padded), valid, PartitionSpec(CLIENTS_AXIS))
+  return jax.tree.map(lambda x: x[:n], out)
+
 
 
 def sum_clients(
@@ -182,51 +311,58 @@ def sum_clients(
   """Runs ``fn`` per client and returns the sum of its outputs over the cohort.
 
   Memory stays O(chunk): with ``sequential`` or ``chunked`` the per-client outputs are accumulated
-  in the loop and never stacked. Outputs of padding clients (added to fill the last chunk) are
-  replaced by zeros with ``where``, so a NaN computed on padding never leaks into the sum.
+  in the loop and never stacked; sharded, each device sums its share and one ``psum`` adds them.
   """
-  _check_axes(args, in_axes)
-  n = _num_clients(args, in_axes)
-  strategy, chunk = resolve(n, config)
-  if strategy == 'vmap':
-    out = jax.vmap(fn, in_axes=tuple(in_axes))(*args)
-    return jax.tree.map(lambda x: jnp.sum(x, axis=0), out)
-  mapped, call = _split(args, in_axes)
-  out_shape = jax.eval_shape(lambda s: call(fn, s), jax.tree.map(lambda x: x[0], mapped))
-  zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), out_shape)
-  if strategy == 'sequential':
+  config, n, broadcast, mapped, call = _prepare(fn, args, in_axes, config)
+  m = mesh(config)
+  if m is None:
+    strategy, chunk = resolve(n, config)
+    return _local_sum(call, broadcast, mapped, jnp.ones((n,), bool), strategy, chunk)
+  padded = -(-n // m.size) * m.size
+  strategy, chunk = resolve(padded // m.size, config)
 
-    def step(total, client_slice):
-      return jax.tree.map(jnp.add, total, call(fn, client_slice)), None
+  def body(b, shard, valid):
+    local = _local_sum(call, b, shard, valid, strategy, chunk)
+    return jax.tree.map(lambda x: jax.lax.psum(x, CLIENTS_AXIS), local)
 
-    return jax.lax.scan(step, zeros, mapped)[0]
-
-  chunked, valid = _pad_and_chunk(mapped, n, chunk)
-
-  def chunk_step(total, inputs):
-    chunk_args, chunk_valid = inputs
-    out = jax.vmap(lambda *c: call(fn, c))(*chunk_args)
-
-    def masked_sum(x):
-      keep = chunk_valid.reshape((-1,) + (1,) * (x.ndim - 1))
-      return jnp.sum(jnp.where(keep, x, jnp.zeros_like(x)), axis=0)
-
-    return jax.tree.map(jnp.add, total, jax.tree.map(masked_sum, out)), None
-
-  return jax.lax.scan(chunk_step, zeros, (chunked, valid))[0]
+  valid = jnp.arange(padded) < n
+  return _sharded(body, m, broadcast, _pad(mapped, n, padded), valid, PartitionSpec())
 
 
 def fold_steps(
     step: Callable[[PyTree, PyTree], PyTree],
     carry: PyTree,
     xs: PyTree,
+    active: jax.Array | None = None,
     config: ExecutionConfig | None = None,
 ) -> PyTree:
   """A client's local loop: ``carry = step(carry, x)`` for each ``x`` along the leading axis of xs.
 
-  The engine decides whether the loop stays a compiled loop or is unrolled: unrolling trades
-  compile time for speed where a backend runs loops of small kernels poorly.
+  Args:
+    step: ``(carry, x) -> carry``.
+    carry: the initial carry.
+    xs: pytree of ``[num_steps, ...]`` arrays.
+    active: optional bool ``[num_steps]``; inactive (padding) steps are skipped with ``lax.cond``,
+      so they cost nothing when clients run one at a time (under ``vmap`` both branches run and
+      the carry is selected, which is still exact).
+    config: overrides the configuration in force.
   """
   config = config or current_config()
   unroll = bool(config.unroll_steps)
-  return jax.lax.scan(lambda c, x: (step(c, x), None), carry, xs, unroll=unroll)[0]
+  if active is None:
+    return jax.lax.scan(lambda c, x: (step(c, x), None), carry, xs, unroll=unroll)[0]
+
+  def body(c, inputs):
+    x, on = inputs
+    return jax.lax.cond(on, lambda c: step(c, x), lambda c: c, c), None
+
+  return jax.lax.scan(body, carry, (xs, active), unroll=unroll)[0]
+
+
+def lower_forward(fn: Callable, config: ExecutionConfig | None = None) -> Callable:
+  """``fn`` (a model's forward pass over arrays) with the lowering that is fast on this backend."""
+  config = config or current_config()
+  mode = config.conv_lowering
+  if mode == 'auto':
+    mode = 'im2col' if jax.default_backend() == 'cpu' else 'xla'
+  return lowering.im2col_convolutions(fn) if mode == 'im2col' else fn

@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from fedjax_like.core import cohort
+
 PyTree = Any
 Array = jax.Array
 
@@ -101,7 +103,7 @@ class Model:
       ``(mean_loss, sums)`` with ``sums = {'loss': .., <metric>: .., 'num_examples': ..}``.
     """
     x, y = split_batch(batch)
-    outputs = self.apply_fn(weights, x, rng, True)
+    outputs = cohort.lower_forward(lambda w, xb: self.apply_fn(w, xb, rng, True))(weights, x)
     mask_f = mask.astype(jnp.float32)
     count = jnp.sum(mask_f)
     per_example = self.loss_fn(outputs, y)
@@ -111,7 +113,7 @@ class Model:
   def eval_sums(self, weights: ModelWeights, batch: PyTree, mask: Array) -> dict[str, Array]:
     """Metric sums of a batch evaluated with ``weights`` (inference mode)."""
     x, y = split_batch(batch)
-    outputs = self.apply_fn(weights, x, None, False)
+    outputs = cohort.lower_forward(lambda w, xb: self.apply_fn(w, xb, None, False))(weights, x)
     return self._sums(outputs, y, self.loss_fn(outputs, y), mask.astype(jnp.float32))
 
   def _sums(self, outputs, y, per_example_loss, mask_f) -> dict[str, Array]:

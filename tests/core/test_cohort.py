@@ -61,3 +61,33 @@ def test_bad_configuration_errors():
     cohort.ExecutionConfig('chunked', 0)
   with pytest.raises(ValueError, match='leading cohort axis'):
     cohort.sum_clients(lambda a, b: a + b, (jnp.ones(3), jnp.ones(4)), (0, 0))
+
+
+def test_sharded_over_8_cpu_devices_equals_single_device():
+  import os
+  import pathlib
+  import subprocess
+  import sys
+
+  script = pathlib.Path(__file__).with_name('_sharded_check.py')
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8', JAX_PLATFORMS='cpu')
+  out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env,
+                       timeout=600)
+  assert out.returncode == 0, out.stdout + out.stderr
+  assert 'SHARDED OK' in out.stdout
+
+
+@pytest.mark.parametrize('strategy', ['vmap', 'sequential'])
+def test_fold_steps_skips_inactive_steps_exactly(strategy):
+  xs = jnp.arange(1.0, 7.0)
+  active = jnp.array([True, False, True, True, False, False])
+  expected = 0.0
+  for x, on in zip(np.asarray(xs), np.asarray(active)):
+    expected = expected * 0.5 + x if on else expected
+
+  def client(x, a):
+    return cohort.fold_steps(lambda c, v: c * 0.5 + v, jnp.zeros(()), x, active=a)
+
+  got = cohort.map_clients(client, (jnp.stack([xs, xs]), jnp.stack([active, active])), (0, 0),
+                           cohort.ExecutionConfig(strategy))
+  np.testing.assert_allclose(got, [expected, expected], rtol=1e-6)

@@ -1,0 +1,88 @@
+"""im2col lowering of convolutions against a plain NumPy convolution (values) and XLA (gradients)."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from fedjax_like.core import cohort
+from fedjax_like.core.lowering import has_convolution, im2col_convolutions
+
+
+def numpy_conv_nhwc(x, k, strides, padding, dilation):
+  """Direct-loop convolution: x [N, H, W, C], k [KH, KW, C, O], explicit padding pairs."""
+  (pt, pb), (pl, pr) = padding
+  x = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+  n, h, w, _ = x.shape
+  kh, kw, _, o = k.shape
+  oh = (h - (kh - 1) * dilation[0] - 1) // strides[0] + 1
+  ow = (w - (kw - 1) * dilation[1] - 1) // strides[1] + 1
+  out = np.zeros((n, oh, ow, o))
+  for i in range(oh):
+    for j in range(ow):
+      for a in range(kh):
+        for b in range(kw):
+          pixel = x[:, i * strides[0] + a * dilation[0], j * strides[1] + b * dilation[1], :]
+          out[:, i, j, :] += pixel @ k[a, b]
+  return out
+
+
+RNG = np.random.default_rng(0)
+X = RNG.normal(size=(2, 9, 10, 3)).astype(np.float32)
+K = RNG.normal(size=(3, 2, 3, 5)).astype(np.float32)
+
+
+@pytest.mark.parametrize('strides', [(1, 1), (2, 1)])
+@pytest.mark.parametrize('padding', [((0, 0), (0, 0)), ((1, 2), (0, 1))])
+@pytest.mark.parametrize('dilation', [(1, 1), (2, 1)])
+def test_im2col_matches_numpy_loop_and_xla_gradients(strides, padding, dilation):
+  def conv(x, k):
+    return lax.conv_general_dilated(
+        x, k, strides, padding, rhs_dilation=dilation, dimension_numbers=('NHWC', 'HWIO', 'NHWC')
+    )
+
+  lowered = im2col_convolutions(conv)
+  np.testing.assert_allclose(
+      lowered(X, K), numpy_conv_nhwc(X, K, strides, padding, dilation), rtol=1e-4, atol=1e-4
+  )
+  g_xla = jax.grad(lambda x, k: jnp.sum(jnp.sin(conv(x, k))), argnums=(0, 1))(X, K)
+  g_low = jax.grad(lambda x, k: jnp.sum(jnp.sin(lowered(x, k))), argnums=(0, 1))(X, K)
+  for a, b in zip(g_xla, g_low):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_other_layouts_and_flax_modules():
+  xn, kn = np.transpose(X, (0, 3, 1, 2)), np.transpose(K, (3, 2, 0, 1))
+  conv = lambda x, k: lax.conv_general_dilated(
+      x, k, (1, 1), 'SAME', dimension_numbers=('NCHW', 'OIHW', 'NCHW')
+  )
+  expected = numpy_conv_nhwc(X, K, (1, 1), ((1, 1), (0, 1)), (1, 1)).transpose(0, 3, 1, 2)
+  np.testing.assert_allclose(im2col_convolutions(conv)(xn, kn), expected, rtol=1e-4, atol=1e-4)
+  module = nn.Sequential([nn.Conv(4, (3, 3)), nn.relu, nn.Conv(2, (3, 3), strides=2)])
+  params = module.init(jax.random.key(0), X)
+  apply = lambda p, x: module.apply(p, x)
+  assert has_convolution(apply, params, X) and not has_convolution(lambda x: x * 2, X)
+  np.testing.assert_allclose(
+      jax.jit(im2col_convolutions(apply))(params, X), apply(params, X), rtol=1e-4, atol=1e-5
+  )
+
+
+def test_grouped_convolution_is_left_to_xla():
+  k = RNG.normal(size=(3, 3, 1, 6)).astype(np.float32)
+  conv = lambda x, k: lax.conv_general_dilated(
+      x, k, (1, 1), 'VALID', dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=3
+  )
+  np.testing.assert_allclose(im2col_convolutions(conv)(X, k), conv(X, k), rtol=1e-6)
+
+
+def test_engine_lowers_on_cpu_only_when_asked():
+  conv = lambda x, k: lax.conv(x, k, (1, 1), 'VALID')
+  xn, kn = np.transpose(X, (0, 3, 1, 2)), np.transpose(K, (3, 2, 0, 1))
+  with cohort.execution(conv_lowering='xla'):
+    assert cohort.lower_forward(conv) is conv
+  with cohort.execution(conv_lowering='im2col'):
+    lowered = cohort.lower_forward(conv)
+    assert lowered is not conv
+    np.testing.assert_allclose(lowered(xn, kn), conv(xn, kn), rtol=1e-4, atol=1e-4)
