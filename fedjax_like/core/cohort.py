@@ -28,7 +28,8 @@ device, the cohort axis is split over a 1-D device mesh with ``shard_map``; each
 share with the strategy above and the sums meet in one ``psum``. Padding clients added to fill the
 last chunk or shard are masked out with ``where``, so a NaN computed on padding never leaks.
 
-``auto`` picks vmap for cohorts up to 256 clients per device and chunks beyond. On XLA:CPU a
+``auto`` picks ``sequential`` on CPU, and on accelerators vmap for cohorts up to 256 clients per
+device and chunks beyond (see :func:`resolve`). On XLA:CPU a
 convolution inside a compiled loop is 25-40x slower than outside one, so on CPU the engine lowers
 convolutions to im2col (see :mod:`fedjax_like.core.lowering`), which keeps the whole round one
 compiled program at the speed of a plain step. Users override any choice with
@@ -121,11 +122,20 @@ _AUTO_VMAP_LIMIT = 256
 
 
 def resolve(num_clients: int, config: ExecutionConfig | None = None) -> tuple[str, int]:
-  """The concrete ``(strategy, chunk_size)`` for ``num_clients`` clients on one device."""
+  """The concrete ``(strategy, chunk_size)`` for ``num_clients`` clients on one device.
+
+  ``auto`` on CPU is ``sequential``: measured here (benchmarks/RESULTS.md) it runs at or above the
+  plain SGD step's speed for every model, since padding steps are skipped and nothing is batched
+  that XLA:CPU would run slower batched. On accelerators it is ``vmap`` up to 256 clients per
+  device, then ``chunked`` in chunks of 256.
+  """
   config = config or current_config()
   strategy, chunk = config.strategy, config.chunk_size
   if strategy == 'auto':
-    if num_clients <= _AUTO_VMAP_LIMIT and chunk is None:
+    platform = (config.devices or jax.devices())[0].platform
+    if platform == 'cpu' and chunk is None:
+      strategy = 'sequential'
+    elif num_clients <= _AUTO_VMAP_LIMIT and chunk is None:
       strategy = 'vmap'
     else:
       strategy, chunk = 'chunked', chunk or min(num_clients, _AUTO_VMAP_LIMIT)
@@ -153,6 +163,44 @@ def pad_clients_to(num_clients: int, config: ExecutionConfig | None = None) -> i
   """The cohort size a packer should pad to so that shards split it evenly."""
   m = mesh(config)
   return num_clients if m is None else -(-num_clients // m.size) * m.size
+
+
+def _put(tree: PyTree, sharding) -> PyTree:
+  """Host (or local) arrays -> global arrays with ``sharding``; each process supplies its shards."""
+
+  def one(x):
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+  return jax.tree.map(one, tree)
+
+
+def place_cohort(per_client: PyTree, replicated: PyTree, config: ExecutionConfig | None = None):
+  """Puts a round's inputs on the mesh (a no-op without one).
+
+  Per-client arrays ``[num_clients, ...]`` are padded with zero clients to a multiple of the mesh
+  size and split over it; ``replicated`` (the server state) is copied to every device. Works the
+  same in one process and across processes after ``jax.distributed.initialize`` (every process
+  passes the same host values, as a seeded sampler and packer give). Zero padding clients must be
+  inert for the computation: an all-False mask is (no examples, weight 0).
+
+  Returns:
+    ``(per_client, replicated)`` placed.
+  """
+  m = mesh(config)
+  if m is None:
+    return per_client, replicated
+  n = _leading(per_client)
+  padded = -(-n // m.size) * m.size
+  if padded != n:
+    per_client = jax.tree.map(
+        lambda x: np.concatenate([np.asarray(x), np.zeros((padded - n,) + x.shape[1:], x.dtype)]),
+        per_client,
+    )
+  return (
+      _put(per_client, NamedSharding(m, PartitionSpec(CLIENTS_AXIS))),
+      _put(replicated, NamedSharding(m, PartitionSpec())),
+  )
 
 
 # ----- argument handling ------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 
 import jax
 
+from fedjax_like.core import cohort
 from fedjax_like.data.dataset import BatchedDataset
 from fedjax_like.data.packing import PackedCohort, pack_cohort, validate_cohort
 from fedjax_like.models.model import Model, ModelWeights
@@ -108,7 +109,8 @@ class LearningProcess:
           f'{type(state).__name__}.'
       )
     packed = _cohort_from(client_data, self.model, num_steps=None)
-    new_state, metrics = self._round(state, packed.batches, packed.mask)
+    (batches, mask), state = cohort.place_cohort((packed.batches, packed.mask), state)
+    new_state, metrics = self._round(state, batches, mask)
     return LearningProcessOutput(new_state, metrics)
 
   @staticmethod

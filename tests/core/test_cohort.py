@@ -46,9 +46,9 @@ def test_chunk_padding_never_leaks_nan():
 
 
 def test_context_manager_and_auto_resolution():
-  assert cohort.resolve(10) == ('vmap', 10)
-  strategy, chunk = cohort.resolve(10_000)
-  assert strategy == 'chunked' and chunk <= 10_000
+  assert cohort.resolve(10) == ('sequential', 10)  # CPU: one client at a time is fastest
+  strategy, chunk = cohort.resolve(10_000, cohort.ExecutionConfig(chunk_size=256))
+  assert strategy == 'chunked' and chunk == 256
   with cohort.execution('chunked', chunk_size=4):
     assert cohort.resolve(10) == ('chunked', 4)
   assert cohort.current_config().strategy == 'auto'
@@ -91,3 +91,38 @@ def test_fold_steps_skips_inactive_steps_exactly(strategy):
   got = cohort.map_clients(client, (jnp.stack([xs, xs]), jnp.stack([active, active])), (0, 0),
                            cohort.ExecutionConfig(strategy))
   np.testing.assert_allclose(got, [expected, expected], rtol=1e-6)
+
+
+def test_two_processes_on_localhost_equal_one_process():
+  """jax.distributed over 2 CPU processes (gloo collectives): a FedAvg round as one process's."""
+  import os
+  import pathlib
+  import socket
+  import subprocess
+  import sys
+
+  script = str(pathlib.Path(__file__).with_name('_multihost_check.py'))
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    port = str(s.getsockname()[1])
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  env.pop('XLA_FLAGS', None)
+  workers = [
+      subprocess.Popen([sys.executable, script, str(i), port], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True, env=env)
+      for i in (0, 1)
+  ]
+  reference = subprocess.run([sys.executable, script, '-1', port], capture_output=True, text=True,
+                             env=env, timeout=300)
+  outputs = [w.communicate(timeout=300)[0] for w in workers]
+  assert reference.returncode == 0, reference.stderr
+  assert all(w.returncode == 0 for w in workers), outputs
+
+  def parse(text, key):
+    line = next(line for line in text.splitlines() if line.startswith(key))
+    return np.array([float(v) for v in line.split()[1:]])
+
+  for out in outputs:
+    np.testing.assert_allclose(parse(out, 'WEIGHTS'), parse(reference.stdout, 'WEIGHTS'),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(parse(out, 'LOSS'), parse(reference.stdout, 'LOSS'), rtol=1e-5)

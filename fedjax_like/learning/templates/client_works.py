@@ -83,5 +83,6 @@ def local_training(
     return params, opt_state, tree.add(sums, batch_sums)
 
   initial = (weights.trainable, optimizer.init(weights.trainable), sums0)
-  params, _, sums = cohort.fold_steps(step, initial, (batches, mask, step_keys))
+  active = jnp.any(mask, axis=1)  # padding steps are skipped (a no-op even when computed)
+  params, _, sums = cohort.fold_steps(step, initial, (batches, mask, step_keys), active=active)
   return ClientOutput(tree.sub(params, weights.trainable), sums, sums['num_examples'])
