@@ -101,20 +101,25 @@ def current_config() -> ExecutionConfig:
 
 
 @contextlib.contextmanager
-def execution(strategy: str = 'auto', **options) -> Iterator[ExecutionConfig]:
-  """Sets how clients execute for computations traced inside the block.
+def using(config: ExecutionConfig) -> Iterator[ExecutionConfig]:
+  """Puts ``config`` in force for computations traced inside the block."""
+  previous = getattr(_local, 'config', None)
+  _local.config = config
+  try:
+    yield config
+  finally:
+    _local.config = previous
+
+
+def execution(strategy: str = 'auto', **options):
+  """Sets how clients execute for computations traced inside the block (a context manager).
 
   Args:
     strategy: one of ``STRATEGIES``.
     **options: the other fields of :class:`ExecutionConfig` (``chunk_size``, ``unroll_steps``,
       ``conv_lowering``, ``shard``, ``devices``).
   """
-  previous = getattr(_local, 'config', None)
-  _local.config = ExecutionConfig(strategy, **options)
-  try:
-    yield _local.config
-  finally:
-    _local.config = previous
+  return using(ExecutionConfig(strategy, **options))
 
 
 # Above this many clients per device, `auto` stops materializing the whole cohort side by side.
@@ -414,3 +419,80 @@ def lower_forward(fn: Callable, config: ExecutionConfig | None = None) -> Callab
   if mode == 'auto':
     mode = 'im2col' if jax.default_backend() == 'cpu' else 'xla'
   return lowering.im2col_convolutions(fn) if mode == 'im2col' else fn
+
+
+class CohortTooLargeError(MemoryError):
+  """A compiled round needs more memory than the device has; the message names the fix."""
+
+
+def _device_memory_limit(device) -> int | None:
+  stats = device.memory_stats() or {}
+  if 'bytes_limit' in stats:
+    return int(stats['bytes_limit'])
+  if device.platform == 'cpu':
+    try:
+      with open('/proc/meminfo') as f:
+        for line in f:
+          if line.startswith('MemAvailable:'):
+            return int(line.split()[1]) * 1024
+    except OSError:
+      return None
+  return None
+
+
+def _bytes(n: float) -> str:
+  for unit in ('B', 'KiB', 'MiB', 'GiB', 'TiB'):
+    if n < 1024 or unit == 'TiB':
+      return f'{n:.1f} {unit}'
+    n /= 1024
+
+
+def _needed_bytes(compiled) -> int | None:
+  try:
+    analysis = compiled.memory_analysis()
+  except Exception:  # not every backend reports it
+    return None
+  if analysis is None:
+    return None
+  return int(
+      analysis.argument_size_in_bytes + analysis.output_size_in_bytes + analysis.temp_size_in_bytes
+  )
+
+
+def compile_within_memory(compile_with: Callable[[ExecutionConfig], Any], num_clients: int,
+                          config: ExecutionConfig | None = None):
+  """Compiles a round and makes sure it fits in device memory before it ever runs.
+
+  ``compile_with(config)`` traces and compiles under ``config``. XLA's estimate of the compiled
+  program (arguments + outputs + temporaries) is compared with the device's memory (on CPU, the
+  host's available memory). When it does not fit, smaller chunks are compiled (halving) until one
+  fits: under ``auto`` that program is used; under an explicit strategy a
+  :class:`CohortTooLargeError` names the chunk size that was verified to fit, so nothing dies
+  with an opaque out-of-memory error mid-run.
+  """
+  config = config or current_config()
+  compiled = compile_with(config)
+  device = (config.devices or jax.devices())[0]
+  limit = _device_memory_limit(device)
+  needed = _needed_bytes(compiled)
+  if limit is None or needed is None or needed <= 0.9 * limit:
+    return compiled
+  strategy, chunk = resolve(num_clients, config)
+  while chunk > 1:
+    chunk //= 2
+    smaller = dataclasses.replace(config, strategy='chunked', chunk_size=chunk)
+    candidate = compile_with(smaller)
+    if (_needed_bytes(candidate) or 0) <= 0.9 * limit:
+      if config.strategy == 'auto':
+        return candidate
+      raise CohortTooLargeError(
+          f'This round needs about {_bytes(needed)} but the {device.platform} device has '
+          f'{_bytes(limit)} ({num_clients} clients, strategy {strategy!r}). It fits when run as '
+          f"cohort.execution('chunked', chunk_size={chunk}) (checked)."
+      )
+  raise CohortTooLargeError(
+      f'This round needs about {_bytes(needed)} but the {device.platform} device has '
+      f'{_bytes(limit)} ({num_clients} clients), and even one client at a time does not fit: the '
+      'cohort data itself is too large. Split the cohort into smaller rounds, use fewer steps per '
+      'client, or a device with more memory.'
+  )

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
+import numpy as np
 
 from fedjax_like.core import cohort
 from fedjax_like.data.dataset import BatchedDataset
@@ -80,7 +81,7 @@ class LearningProcess:
     self.model = model
     self._initialize_fn = initialize_fn
     self._round_fn = round_fn
-    self._round = jax.jit(round_fn)
+    self._compiled = {}  # (execution config, input shapes) -> compiled round
     self.name = name
 
   def __repr__(self) -> str:
@@ -110,8 +111,31 @@ class LearningProcess:
       )
     packed = _cohort_from(client_data, self.model, num_steps=None)
     (batches, mask), state = cohort.place_cohort((packed.batches, packed.mask), state)
-    new_state, metrics = self._round(state, batches, mask)
+    new_state, metrics = self._compiled_round(state, batches, mask)(state, batches, mask)
     return LearningProcessOutput(new_state, metrics)
+
+  def _compiled_round(self, state, batches, mask):
+    """The round compiled for these input shapes under the execution config in force.
+
+    Compiled ahead of time once per (config, shapes), so the engine can check that it fits in
+    memory before it runs (:func:`fedjax_like.core.cohort.compile_within_memory`). Each config
+    gets a fresh trace: the engine reads the config while tracing.
+    """
+    config = cohort.current_config()
+    shapes = jax.tree.map(lambda x: (np.shape(x), np.dtype(x.dtype), getattr(x, 'sharding', None)),
+                          (state, batches, mask))
+    key = (config, jax.tree.structure(shapes), tuple(jax.tree.leaves(shapes)))
+    compiled = self._compiled.get(key)
+    if compiled is None:
+
+      def compile_with(cfg):
+        with cohort.using(cfg):
+          fresh = jax.jit(lambda s, b, m: self._round_fn(s, b, m))
+          return fresh.lower(state, batches, mask).compile()
+
+      compiled = cohort.compile_within_memory(compile_with, mask.shape[0], config)
+      self._compiled[key] = compiled
+    return compiled
 
   @staticmethod
   def get_model_weights(state: LearningAlgorithmState) -> ModelWeights:

@@ -13,6 +13,7 @@ them, and sums from many batches and clients simply add.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -79,9 +80,9 @@ class Model:
       default_factory=lambda: {'accuracy': accuracy}
   )
 
-  @property
+  @functools.cached_property
   def num_outputs(self) -> int:
-    """The size of the last output axis (the number of classes for a classifier)."""
+    """The size of the last output axis (the number of classes for a classifier); traced once."""
     x_spec, _ = self.input_spec
     weights = jax.eval_shape(self.init_fn, jax.random.key(0))
     x = jax.tree.map(lambda s: jax.ShapeDtypeStruct((1,) + tuple(s.shape), s.dtype), x_spec)

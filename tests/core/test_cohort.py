@@ -126,3 +126,24 @@ def test_two_processes_on_localhost_equal_one_process():
     np.testing.assert_allclose(parse(out, 'WEIGHTS'), parse(reference.stdout, 'WEIGHTS'),
                                rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(parse(out, 'LOSS'), parse(reference.stdout, 'LOSS'), rtol=1e-5)
+
+
+def test_round_too_large_for_memory_names_a_chunk_size(monkeypatch):
+  import flax.linen as nn
+
+  import fedjax_like as fl
+  from fedjax_like.data import Dataset
+
+  spec = (jax.ShapeDtypeStruct((64,), jnp.float32), jax.ShapeDtypeStruct((), jnp.int32))
+  model = fl.models.from_linen(nn.Dense(10), spec)
+  rng = np.random.default_rng(0)
+  clients = [
+      Dataset((rng.normal(size=(8, 64)).astype(np.float32), np.zeros(8, np.int32))).batch(4)
+      for _ in range(64)
+  ]
+  # Pretend the device has just enough memory for the data but not for 64 clients side by side.
+  monkeypatch.setattr(cohort, '_device_memory_limit', lambda device: 400_000)
+  with cohort.execution('chunked', chunk_size=64):
+    process = fl.learning.algorithms.build_weighted_fed_avg(model, fl.learning.optimizers.build_sgdm(0.1))
+    with pytest.raises(cohort.CohortTooLargeError, match=r"chunk_size=\d+"):
+      process.next(process.initialize(), clients)
