@@ -426,7 +426,10 @@ class CohortTooLargeError(MemoryError):
 
 
 def _device_memory_limit(device) -> int | None:
-  stats = device.memory_stats() or {}
+  try:
+    stats = device.memory_stats() or {}
+  except Exception:  # some backends keep no statistics
+    stats = {}
   if 'bytes_limit' in stats:
     return int(stats['bytes_limit'])
   if device.platform == 'cpu':
@@ -472,7 +475,8 @@ def compile_within_memory(compile_with: Callable[[ExecutionConfig], Any], num_cl
   """
   config = config or current_config()
   compiled = compile_with(config)
-  device = (config.devices or jax.devices())[0]
+  here = jax.process_index()
+  device = next(d for d in (config.devices or jax.devices()) if d.process_index == here)
   limit = _device_memory_limit(device)
   needed = _needed_bytes(compiled)
   if limit is None or needed is None or needed <= 0.9 * limit:
