@@ -1,33 +1,75 @@
-"""The Federated Core: pytree arithmetic, placements, intrinsics and the cohort engine."""
+"""The Federated Core: placements, federated types, intrinsics, computations and the cohort engine.
+
+Write a federated algorithm as a Python function of placed values and decorate it::
+
+    from fedjax_like.core import CLIENTS, SERVER, federated_computation, federated_mean
+
+    @federated_computation(CLIENTS)
+    def average(x):
+      return federated_mean(x)
+
+    average(xs)                    # xs: [num_clients, ...]
+    print(average.type_signature)  # ({float32[3]}@CLIENTS -> float32[3]@SERVER)
+
+:mod:`~fedjax_like.core.placements` holds the types, :mod:`~fedjax_like.core.intrinsics` the
+communication operators, :mod:`~fedjax_like.core.computation` the decorator and
+:mod:`~fedjax_like.core.cohort` the engine that runs the clients.
+"""
 
 from fedjax_like.core import cohort, tree
+from fedjax_like.core.computation import FederatedComputation, federated_computation
 from fedjax_like.core.intrinsics import (
-    FederatedValue,
+    federated_aggregate,
     federated_broadcast,
+    federated_client_keys,
     federated_map,
     federated_max,
     federated_mean,
     federated_min,
+    federated_secure_sum,
+    federated_secure_sum_bitwidth,
     federated_sum,
     federated_value,
     federated_zip,
+    num_real_clients,
+    sequence_reduce,
 )
-from fedjax_like.core.placements import CLIENTS, SERVER, FederatedType, Placement
+from fedjax_like.core.placements import (
+    CLIENTS,
+    SERVER,
+    FederatedType,
+    FunctionType,
+    Placement,
+    type_at_clients,
+    type_at_server,
+)
+from fedjax_like.core.values import FederatedValue
 
 __all__ = [
     'CLIENTS',
     'SERVER',
+    'FederatedComputation',
     'FederatedType',
     'FederatedValue',
+    'FunctionType',
     'Placement',
     'cohort',
+    'federated_aggregate',
     'federated_broadcast',
+    'federated_client_keys',
+    'federated_computation',
     'federated_map',
     'federated_max',
     'federated_mean',
     'federated_min',
+    'federated_secure_sum',
+    'federated_secure_sum_bitwidth',
     'federated_sum',
     'federated_value',
     'federated_zip',
+    'num_real_clients',
+    'sequence_reduce',
     'tree',
+    'type_at_clients',
+    'type_at_server',
 ]

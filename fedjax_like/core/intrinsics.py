@@ -1,112 +1,55 @@
 """Federated communication operators over placed values, executed by the cohort engine.
 
-A :class:`FederatedValue` is a pytree with a placement. The operators check placements when they are
-called (so inside ``jax.jit`` the check happens once, at trace time) and raise a ``TypeError`` that
-names the operator and the types involved:
+The operators check placements when they are called (inside ``jax.jit`` or a
+:func:`~fedjax_like.core.computation.federated_computation`, once, at trace time) and raise a
+``TypeError`` that names the operator and the types involved:
 
-- ``federated_value(x, placement)``      x@P
-- ``federated_broadcast(x@SERVER)``      -> x@CLIENTS (all equal; never copied per client)
-- ``federated_map(fn, {x}@CLIENTS)``     -> {fn(x)}@CLIENTS
-- ``federated_zip((a@CLIENTS, b@CLIENTS))`` -> {<a,b>}@CLIENTS
-- ``federated_sum({x}@CLIENTS)``         -> (sum x)@SERVER
-- ``federated_mean({x}@CLIENTS, weight)`` -> (sum w x / sum w)@SERVER
-- ``federated_min`` / ``federated_max``  -> elementwise extremes @SERVER
+=========================================  =================================================
+``federated_value(x, P)``                  ``x@P`` (all equal at CLIENTS)
+``federated_broadcast(x@SERVER)``          ``x@CLIENTS`` (all equal; never copied per client)
+``federated_map(fn, {x}@CLIENTS, key=k)``  ``{fn(x[, key_i])}@CLIENTS``; ``key_i`` split from ``k``
+``federated_zip(<{a}@CLIENTS,{b}@..>)``    ``{<a,b>}@CLIENTS`` (or ``<a,b>@SERVER``)
+``federated_sum({x}@CLIENTS)``             ``(sum_i x_i)@SERVER``
+``federated_mean({x}@CLIENTS, {w})``       ``(sum_i w_i x_i / sum_i w_i)@SERVER``
+``federated_min`` / ``federated_max``      elementwise extremes ``@SERVER``
+``federated_aggregate(x, zero, acc,        ``report(merge(...accumulate(zero, x_i)...))@SERVER``
+merge, report)``
+``federated_secure_sum({x}, bitwidth)``    ``(sum_i x_i mod 2**bitwidth)@SERVER`` (+ overflow)
+``sequence_reduce(seq, zero, op)``         a fold over one client's ``[steps, ...]`` batches
+=========================================  =================================================
+
+Ragged cohorts: a per-client value may carry a client mask (False for padding clients); every
+reduction ignores masked clients, and values derived by ``federated_map`` keep the mask.
 
 Client-side work is *deferred*: ``federated_map`` records the function instead of running it, maps
-compose, and the reduction that consumes them (``federated_sum``/``federated_mean``) hands one fused
-per-client function to :func:`fedjax_like.core.cohort.sum_clients`. So a round of FedAvg is a single
-map-reduce whose memory the engine controls (O(chunk), never O(cohort x model)) and whose execution
-strategy (vmap, sequential, chunked) is the engine's choice. A deferred value that is used in any
-other way is materialized with :func:`fedjax_like.core.cohort.map_clients`.
+compose, and the reduction that consumes them (``federated_sum``/``federated_mean``/
+``federated_secure_sum``) hands one fused per-client function to
+:func:`fedjax_like.core.cohort.sum_clients`. So a round of FedAvg is a single map-reduce whose
+memory the engine controls and whose execution strategy (vmap, sequential, chunked) is the engine's
+choice.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from fedjax_like.core import cohort, tree
-from fedjax_like.core.placements import CLIENTS, SERVER, FederatedType, Placement, type_of
+from fedjax_like.core.placements import CLIENTS, SERVER, Placement
+from fedjax_like.core.secure_sum import federated_secure_sum, federated_secure_sum_bitwidth
+from fedjax_like.core.values import (
+    Deferred,
+    FederatedValue,
+    combined_mask,
+    describe,
+    expect,
+    expect_per_client,
+)
 
 PyTree = Any
-
-
-class _Deferred:
-  """A per-client function not yet run: ``fn(*[arg per client])`` for args with ``in_axes``."""
-
-  def __init__(self, fn: Callable[..., PyTree], args: tuple[PyTree, ...], in_axes: tuple):
-    self.fn, self.args, self.in_axes = fn, args, in_axes
-
-
-class FederatedValue:
-  """A pytree placed at SERVER or CLIENTS.
-
-  Attributes:
-    placement: ``SERVER`` or ``CLIENTS``.
-    all_equal: for CLIENTS values, True when every client holds the same value (stored once, with
-      no cohort axis); otherwise leaves carry a leading cohort axis ``[num_clients, ...]``.
-  """
-
-  def __init__(self, value: PyTree, placement: Placement, all_equal: bool = False, *, _deferred=None):
-    if not isinstance(placement, Placement):
-      raise TypeError(f'placement must be SERVER or CLIENTS; got {placement!r}.')
-    self.placement = placement
-    self.all_equal = bool(all_equal) or placement is SERVER
-    self._value = value
-    self._deferred = _deferred
-
-  @property
-  def value(self) -> PyTree:
-    """The underlying pytree (runs deferred client work if there is any)."""
-    if self._deferred is not None:
-      d = self._deferred
-      self._value = cohort.map_clients(d.fn, d.args, d.in_axes)
-      self._deferred = None
-    return self._value
-
-  @property
-  def type_signature(self) -> FederatedType:
-    if self._deferred is not None:
-      d = self._deferred
-      per_client = [
-          jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), a) if ax == 0 else a
-          for a, ax in zip(d.args, d.in_axes)
-      ]
-      member = jax.eval_shape(d.fn, *per_client)
-      return FederatedType(member, CLIENTS, False)
-    return type_of(self._value, self.placement, self.all_equal)
-
-  def __repr__(self) -> str:
-    return f'FederatedValue({self.type_signature})'
-
-  def __getitem__(self, key) -> FederatedValue:
-    """Selects a field of a structured value, keeping its placement (and deferral)."""
-    if self._is_per_client():
-      return federated_map(lambda x: x[key], self)
-    return FederatedValue(self.value[key], self.placement, self.all_equal)
-
-  def _is_per_client(self) -> bool:
-    return self.placement is CLIENTS and not self.all_equal
-
-  def _as_deferred(self) -> _Deferred:
-    """This CLIENTS value as a per-client computation (the identity over stored values)."""
-    if self._deferred is not None:
-      return self._deferred
-    return _Deferred(lambda x: x, (self._value,), (0,))
-
-
-def _describe(x) -> str:
-  return str(x.type_signature) if isinstance(x, FederatedValue) else f'a non-federated {type(x).__name__}'
-
-
-def _expect(op: str, x, placement: Placement, hint: str = '') -> FederatedValue:
-  if not isinstance(x, FederatedValue) or x.placement is not placement:
-    expected = '{T}@CLIENTS' if placement is CLIENTS else 'T@SERVER'
-    raise TypeError(f'{op} expects a value of type {expected}; got {_describe(x)}.{hint}')
-  return x
 
 
 def federated_value(value: PyTree, placement: Placement) -> FederatedValue:
@@ -115,16 +58,16 @@ def federated_value(value: PyTree, placement: Placement) -> FederatedValue:
 
 
 def federated_broadcast(value: FederatedValue) -> FederatedValue:
-  """``T@SERVER -> T@CLIENTS`` (all equal). Costs nothing: the engine passes it with in_axes=None."""
-  _expect('federated_broadcast', value, SERVER)
+  """``T@SERVER -> T@CLIENTS`` (all equal); free: the engine passes it with ``in_axes=None``."""
+  expect('federated_broadcast', value, SERVER)
   return FederatedValue(value.value, CLIENTS, all_equal=True)
 
 
-def _combine(values: Sequence[FederatedValue]) -> tuple[Callable, tuple, tuple, list[Callable]]:
+def _combine(values) -> tuple[Callable, tuple, tuple]:
   """Fuses several CLIENTS values into one deferred argument list.
 
-  Returns ``(call, args, in_axes, pickers)``: ``call(*args)`` for one client gives the tuple of the
-  values' per-client members.
+  Returns ``(call, args, in_axes)``: ``call(*args)`` for one client gives the tuple of the values'
+  per-client members.
   """
   fns, args, in_axes, spans = [], [], [], []
   for v in values:
@@ -141,58 +84,119 @@ def _combine(values: Sequence[FederatedValue]) -> tuple[Callable, tuple, tuple, 
       in_axes.extend(d.in_axes)
 
   def call(*flat):
-    out = []
-    for fn, (lo, hi) in zip(fns, spans):
-      out.append(flat[lo] if fn is None else fn(*flat[lo:hi]))
-    return tuple(out)
+    return tuple(
+        flat[lo] if fn is None else fn(*flat[lo:hi]) for fn, (lo, hi) in zip(fns, spans)
+    )
 
-  return call, tuple(args), tuple(in_axes), spans
+  return call, tuple(args), tuple(in_axes)
 
 
-def federated_map(fn: Callable[..., PyTree], arg) -> FederatedValue:
+def _cohort_size(op: str, values) -> int:
+  for v in values:
+    if v.is_per_client():
+      n = v.num_clients
+      if n is not None:
+        return n
+  raise TypeError(
+      f'{op} needs a per-client {{T}}@CLIENTS argument to know the cohort size; got '
+      + ', '.join(describe(v) for v in values)
+      + '.'
+  )
+
+
+def federated_client_keys(key: Any, like: FederatedValue) -> FederatedValue:
+  """``key@SERVER -> {key_i}@CLIENTS``: one independent key per client of ``like``'s cohort.
+
+  Client ``i`` gets ``jax.random.split(key, num_clients)[i]``, so a run is reproducible from the
+  server's key whatever the execution strategy.
+
+  Args:
+    key: a ``jax.random`` key (typed, or raw ``uint32[2]``), raw or placed at SERVER.
+    like: a per-client value whose cohort (size and mask) the keys follow.
+  """
+  if isinstance(key, FederatedValue):
+    expect('federated_client_keys (key)', key, SERVER)
+    key = key.value
+  n = _cohort_size('federated_client_keys', (like,))
+  return FederatedValue(jax.random.split(key, n), CLIENTS, mask=like.mask)
+
+
+def federated_map(fn: Callable[..., PyTree], arg, key: Any = None) -> FederatedValue:
   """Applies ``fn`` to each client's value: ``({T}@CLIENTS, T -> U) -> {U}@CLIENTS``.
 
   Args:
-    fn: a pure JAX function of one client's value(s).
+    fn: a pure JAX function of one client's value(s) (and its key when ``key`` is given).
     arg: a CLIENTS value, or a tuple/list of them (then ``fn`` is called as ``fn(*members)``).
       All-equal (broadcast) members are passed to every client unchanged.
+    key: optional randomness: a key at SERVER (or a raw key), split into one key per client and
+      passed as ``fn``'s last argument; or per-client keys ``{key}@CLIENTS`` passed as they are.
+
+  Returns:
+    ``{U}@CLIENTS``, deferred: the work runs inside the reduction that consumes it. It keeps the
+    client mask of its arguments (their AND when several carry one).
   """
   many = isinstance(arg, (tuple, list))
   values = tuple(arg) if many else (arg,)
   for i, v in enumerate(values):
     where = f' (argument {i})' if many else ''
-    _expect(
-        f'federated_map{where}',
-        v,
-        CLIENTS,
+    hint = (
         ' Use federated_broadcast to send a SERVER value to the clients first.'
         if isinstance(v, FederatedValue)
-        else '',
+        else ''
     )
+    expect(f'federated_map{where}', v, CLIENTS, hint)
+  if key is not None:
+    if isinstance(key, FederatedValue) and key.placement is CLIENTS:
+      keys = expect_per_client('federated_map (key)', key)
+    else:
+      like = next((v for v in values if v.is_per_client()), None)
+      if like is None:
+        raise TypeError(
+            'federated_map with a SERVER key needs a per-client {T}@CLIENTS argument to split the '
+            'key over; got ' + ', '.join(describe(v) for v in values) + '.'
+        )
+      keys = federated_client_keys(key, like)
+    values = values + (keys,)
   if all(v.all_equal for v in values):
     return FederatedValue(fn(*(v.value for v in values)), CLIENTS, all_equal=True)
-  call, args, in_axes, _ = _combine(values)
-  return FederatedValue(None, CLIENTS, _deferred=_Deferred(lambda *a: fn(*call(*a)), args, in_axes))
+  call, args, in_axes = _combine(values)
+  return FederatedValue(
+      None,
+      CLIENTS,
+      mask=combined_mask(values),
+      _deferred=Deferred(lambda *a: fn(*call(*a)), args, in_axes),
+  )
 
 
-def federated_zip(values: Sequence[FederatedValue]) -> FederatedValue:
-  """``(<{A}@CLIENTS, {B}@CLIENTS>) -> {<A,B>}@CLIENTS``."""
-  return federated_map(lambda *members: tuple(members), tuple(values))
+def federated_zip(values: PyTree) -> FederatedValue:
+  """``<{A}@CLIENTS,{B}@CLIENTS> -> {<A,B>}@CLIENTS``, or ``<A@SERVER,B@SERVER> -> <A,B>@SERVER``.
 
-
-def _per_client(op: str, value) -> FederatedValue:
-  _expect(op, value, CLIENTS)
-  if value.all_equal:
+  Args:
+    values: a structure (tuple, list, dict, NamedTuple) whose leaves are federated values, all at
+      CLIENTS or all at SERVER.
+  """
+  leaves, treedef = jax.tree.flatten(values, is_leaf=lambda x: isinstance(x, FederatedValue))
+  if not leaves or not all(isinstance(v, FederatedValue) for v in leaves):
     raise TypeError(
-        f'{op} expects per-client values {{T}}@CLIENTS; got the all-equal {value.type_signature} '
-        '(a broadcast value). Reduce per-client values, e.g. the output of federated_map.'
+        'federated_zip expects a structure of federated values; got '
+        + ', '.join(describe(v) for v in leaves or [values])
+        + '.'
     )
-  return value
+  placements = {v.placement for v in leaves}
+  if len(placements) > 1:
+    raise TypeError(
+        'federated_zip expects values at one placement; got '
+        + ', '.join(describe(v) for v in leaves)
+        + '.'
+    )
+  if placements == {SERVER}:
+    return FederatedValue(jax.tree.unflatten(treedef, [v.value for v in leaves]), SERVER)
+  return federated_map(lambda *members: jax.tree.unflatten(treedef, members), tuple(leaves))
 
 
 def federated_sum(value: FederatedValue) -> FederatedValue:
-  """``{T}@CLIENTS -> T@SERVER``: the sum over clients, run as one fused map-reduce."""
-  d = _per_client('federated_sum', value)._as_deferred()
+  """``{T}@CLIENTS -> T@SERVER``: the sum over real clients, run as one fused map-reduce."""
+  d = expect_per_client('federated_sum', value).masked_deferred()
   return FederatedValue(cohort.sum_clients(d.fn, d.args, d.in_axes), SERVER)
 
 
@@ -201,14 +205,14 @@ def federated_mean(value: FederatedValue, weight: FederatedValue | None = None) 
 
   Args:
     value: the per-client values.
-    weight: per-client scalar weights ``{float32}@CLIENTS``; clients of weight 0 do not count.
-      The mean of a cohort whose weights are all 0 is 0.
+    weight: per-client scalar weights ``{float32}@CLIENTS``; clients of weight 0 (and masked
+      padding clients) do not count. The mean of a cohort whose weights are all 0 is 0.
   """
-  _per_client('federated_mean', value)
+  expect_per_client('federated_mean', value)
   if weight is None:
     weight = federated_map(lambda x: jnp.ones((), jnp.float32), value)
   else:
-    _per_client('federated_mean (weight)', weight)
+    expect_per_client('federated_mean (weight)', weight)
 
   def weigh(x, w):
     w = jnp.asarray(w, jnp.float32)
@@ -219,16 +223,153 @@ def federated_mean(value: FederatedValue, weight: FederatedValue | None = None) 
   return FederatedValue(jax.tree.map(lambda s: s / safe.astype(s.dtype), weighted_total), SERVER)
 
 
-def _federated_extreme(op: str, reduce, value: FederatedValue) -> FederatedValue:
-  stacked = _per_client(op, value).value
-  return FederatedValue(jax.tree.map(lambda x: reduce(x, axis=0), stacked), SERVER)
+def _extreme_identity(dtype, largest: bool):
+  if jnp.issubdtype(dtype, jnp.floating):
+    return jnp.inf if largest else -jnp.inf
+  if jnp.issubdtype(dtype, jnp.integer):
+    info = jnp.iinfo(dtype)
+    return info.max if largest else info.min
+  return largest  # bool
+
+
+def _federated_extreme(op: str, reduce, value: FederatedValue, largest_identity: bool):
+  expect_per_client(op, value)
+  stacked, mask = value.value, value.mask
+
+  def one(x):
+    if mask is not None:
+      keep = mask.reshape((-1,) + (1,) * (x.ndim - 1))
+      x = jnp.where(keep, x, jnp.asarray(_extreme_identity(x.dtype, largest_identity), x.dtype))
+    return reduce(x, axis=0)
+
+  return FederatedValue(jax.tree.map(one, stacked), SERVER)
 
 
 def federated_min(value: FederatedValue) -> FederatedValue:
-  """``{T}@CLIENTS -> T@SERVER``: the elementwise minimum over clients."""
-  return _federated_extreme('federated_min', jnp.min, value)
+  """``{T}@CLIENTS -> T@SERVER``: the elementwise minimum over real clients (+inf if none)."""
+  return _federated_extreme('federated_min', jnp.min, value, largest_identity=True)
 
 
 def federated_max(value: FederatedValue) -> FederatedValue:
-  """``{T}@CLIENTS -> T@SERVER``: the elementwise maximum over clients."""
-  return _federated_extreme('federated_max', jnp.max, value)
+  """``{T}@CLIENTS -> T@SERVER``: the elementwise maximum over real clients (-inf if none)."""
+  return _federated_extreme('federated_max', jnp.max, value, largest_identity=False)
+
+
+def federated_aggregate(
+    value: FederatedValue,
+    zero: PyTree,
+    accumulate: Callable[[PyTree, PyTree], PyTree],
+    merge: Callable[[PyTree, PyTree], PyTree],
+    report: Callable[[PyTree], PyTree],
+) -> FederatedValue:
+  """``{T}@CLIENTS -> R@SERVER`` by a user-defined aggregation, as ``tff.federated_aggregate``.
+
+  Each client folds its value into a fresh accumulator, ``a_i = accumulate(zero, x_i)`` (masked
+  clients keep ``zero``); accumulators are merged pairwise in a balanced tree, ``log2(n)`` levels,
+  each level one call of the engine; the server reports ``report(a)``.
+
+  Args:
+    value: per-client values ``{T}@CLIENTS``.
+    zero: the accumulator's initial value ``A`` (a non-federated pytree); it must be an identity
+      of ``merge``.
+    accumulate: ``(A, T) -> A``.
+    merge: ``(A, A) -> A``, associative.
+    report: ``A -> R``.
+  """
+  expect_per_client('federated_aggregate', value)
+  zero = jax.tree.map(jnp.asarray, zero)
+  n = _cohort_size('federated_aggregate', (value,))
+  d = value._as_deferred()
+  mask = value.mask if value.mask is not None else jnp.ones((n,), bool)
+
+  def client_accumulator(*args):
+    out = accumulate(zero, d.fn(*args[:-1]))
+    return tree.where(args[-1], out, zero)
+
+  level = cohort.map_clients(client_accumulator, d.args + (mask,), d.in_axes + (0,))
+  size = n
+  while size > 1:
+    if size % 2:
+      level = jax.tree.map(lambda x, z: jnp.concatenate([x, z[None]]), level, zero)
+      size += 1
+    pairs = jax.tree.map(lambda x: x.reshape((size // 2, 2) + x.shape[1:]), level)
+    level = cohort.map_clients(lambda p: merge(*(jax.tree.map(lambda x: x[j], p) for j in (0, 1))),
+                               (pairs,), (0,))
+    size //= 2
+  merged = jax.tree.map(lambda x: x[0], level) if n else zero
+  return FederatedValue(report(merged), SERVER)
+
+
+def _fold(sequence: PyTree, zero: PyTree, op: Callable, mask: jax.Array | None) -> PyTree:
+  zero = jax.tree.map(jnp.asarray, zero)
+  if mask is None:
+    return cohort.fold_steps(op, zero, sequence)
+  mask = jnp.asarray(mask)
+  valid = mask.reshape(mask.shape[0], -1).any(axis=1) if mask.ndim > 1 else mask.astype(bool)
+
+  def step(acc, inputs):
+    element, keep = inputs
+    return tree.where(keep, op(acc, element), acc)
+
+  return cohort.fold_steps(step, zero, (sequence, valid))
+
+
+def sequence_reduce(
+    sequence: Any,
+    zero: PyTree,
+    op: Callable[[PyTree, PyTree], PyTree],
+    mask: Any = None,
+) -> Any:
+  """A fold over a client's sequence of batches: ``acc = op(acc, batch)`` for each step.
+
+  The loop is :func:`fedjax_like.core.cohort.fold_steps`, so the engine decides whether it stays
+  a compiled loop or is unrolled.
+
+  Args:
+    sequence: one client's pytree of ``[steps, ...]`` arrays (inside a ``federated_map``), or a
+      per-client ``{T*}@CLIENTS`` value of ``[num_clients, steps, ...]`` leaves.
+    zero: the initial accumulator (a non-federated pytree).
+    op: ``(accumulator, element) -> accumulator``; ``element`` is one step's slice. To weigh
+      examples inside a batch, put the example mask in the sequence: ``((x, y), mask)``.
+    mask: ``[steps]`` or ``[steps, ...]`` (``{...}@CLIENTS`` for a federated sequence): a step
+      with no True entry leaves the accumulator unchanged (padding steps are inert).
+
+  Returns:
+    The final accumulator, or ``{A}@CLIENTS`` for a federated sequence.
+  """
+  if isinstance(sequence, FederatedValue):
+    expect('sequence_reduce', sequence, CLIENTS)
+    if mask is None:
+      return federated_map(lambda s: _fold(s, zero, op, None), sequence)
+    expect('sequence_reduce (mask)', mask, CLIENTS)
+    return federated_map(lambda s, m: _fold(s, zero, op, m), (sequence, mask))
+  if isinstance(mask, FederatedValue):
+    raise TypeError(f'sequence_reduce of a non-federated sequence got a mask {describe(mask)}.')
+  return _fold(sequence, zero, op, mask)
+
+
+def num_real_clients(value: FederatedValue) -> jax.Array:
+  """The number of unmasked clients of a per-client value's cohort, as an int32 scalar."""
+  expect_per_client('num_real_clients', value)
+  if value.mask is None:
+    return jnp.asarray(value.num_clients or 0, jnp.int32)
+  return jnp.sum(value.mask.astype(jnp.int32))
+
+
+__all__ = [
+    'FederatedValue',
+    'federated_aggregate',
+    'federated_broadcast',
+    'federated_client_keys',
+    'federated_map',
+    'federated_max',
+    'federated_mean',
+    'federated_min',
+    'federated_secure_sum',
+    'federated_secure_sum_bitwidth',
+    'federated_sum',
+    'federated_value',
+    'federated_zip',
+    'num_real_clients',
+    'sequence_reduce',
+]
