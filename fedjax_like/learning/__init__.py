@@ -1,6 +1,16 @@
-"""The Federated Learning API: optimizers, learning processes and algorithms."""
+"""The Federated Learning API: optimizers, the four-part templates, learning processes, algorithms.
 
-from fedjax_like.learning import algorithms, optimizers
+- :mod:`~fedjax_like.learning.templates`: distributor, client work, aggregator, finalizer, and
+  ``compose_learning_process`` wiring them into a :class:`LearningProcess`;
+- :mod:`~fedjax_like.learning.algorithms`: FedAvg, FedSGD, FedProx, FedOpt, SCAFFOLD, MimeLite,
+  federated and personalization evaluation, each a short composition of template parts;
+- :mod:`~fedjax_like.learning.optimizers`: client and server optimizers (optax underneath);
+- :class:`ClientWeighting`, and :class:`ClientStates` (host-side per-client state).
+"""
+
+from fedjax_like.learning import algorithms, optimizers, templates
+from fedjax_like.learning.client_states import ClientStates, StatefulClientWorkState
+from fedjax_like.learning.client_weighting import ClientWeighting
 from fedjax_like.learning.process import (
     LearningAlgorithmState,
     LearningProcess,
@@ -8,9 +18,13 @@ from fedjax_like.learning.process import (
 )
 
 __all__ = [
+    'ClientStates',
+    'ClientWeighting',
     'LearningAlgorithmState',
     'LearningProcess',
     'LearningProcessOutput',
+    'StatefulClientWorkState',
     'algorithms',
     'optimizers',
+    'templates',
 ]

@@ -10,18 +10,27 @@ Conventions match ``tff.learning.optimizers``:
   momentum is None or 0).
 - ``build_adam``, ``build_yogi``, ``build_adagrad``, ``build_rmsprop``: the standard updates with
   TFF's default hyperparameters (e.g. Adam's epsilon 1e-7).
+
+Learning rates by round (``client_learning_rate_fn`` / ``server_learning_rate_fn`` of the
+algorithms): pass the optimizer as a function ``learning_rate -> optimizer`` (e.g.
+``lambda lr: build_sgdm(lr, momentum=0.9)``) and a schedule ``round_num -> learning_rate`` (any
+jnp-traceable function, e.g. ``optax.exponential_decay(0.1, 10, 0.5)``). :func:`for_round` turns
+the pair into ``round_num -> optimizer``, built inside the compiled round with the traced rate.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import jax
 import optax
 
 ScalarOrSchedule = float | Callable[[int], float]
 
 
 def _check_lr(learning_rate) -> None:
+  if isinstance(learning_rate, jax.Array):  # a traced per-round learning rate (see for_round)
+    return
   if not callable(learning_rate) and not learning_rate >= 0:
     raise ValueError(f'learning_rate must be a non-negative number or a schedule; got {learning_rate!r}.')
 
@@ -88,3 +97,30 @@ def as_transformation(optimizer, role: str) -> optax.GradientTransformation:
       f'{role} must be an optimizer such as build_sgdm(learning_rate=0.1) (an optax '
       f'GradientTransformation) or a function returning one; got {optimizer!r}.'
   )
+
+
+def for_round(
+    optimizer_fn, learning_rate_fn: Callable | None, role: str
+) -> Callable[[jax.Array], optax.GradientTransformation]:
+  """``round_num -> optimizer``: fixed, or rebuilt each round with ``learning_rate_fn(round_num)``.
+
+  Args:
+    optimizer_fn: an optimizer (or zero-argument function) when ``learning_rate_fn`` is None;
+      otherwise a function ``learning_rate -> optimizer``.
+    learning_rate_fn: None, or ``round_num -> learning_rate`` (traced with JAX).
+    role: the argument's name, for error messages (``'client_optimizer_fn'``).
+  """
+  if learning_rate_fn is None:
+    optimizer = as_transformation(optimizer_fn, role)
+    return lambda round_num: optimizer
+  if not callable(learning_rate_fn):
+    raise TypeError(f'The learning-rate schedule for {role} must be a function round -> rate.')
+  if isinstance(optimizer_fn, optax.GradientTransformation) or not callable(optimizer_fn):
+    raise TypeError(
+        f'With a learning-rate schedule, {role} must be a function learning_rate -> optimizer, '
+        f'e.g. lambda lr: build_sgdm(lr); got {optimizer_fn!r}.'
+    )
+  probe = optimizer_fn(learning_rate_fn(0))
+  if not isinstance(probe, optax.GradientTransformation):
+    raise TypeError(f'{role}(learning_rate) must return an optimizer; got {probe!r}.')
+  return lambda round_num: optimizer_fn(learning_rate_fn(round_num))

@@ -1,7 +1,9 @@
 """The learning process: ``initialize() -> state`` and ``next(state, data) -> (state, metrics)``.
 
 A :class:`LearningProcess` is what ``build_weighted_fed_avg`` and every other algorithm returns,
-named and shaped as ``tff.learning.templates.LearningProcess``:
+named and shaped as ``tff.learning.templates.LearningProcess``. Algorithms build it with
+:func:`~fedjax_like.learning.templates.compose_learning_process` from four parts (distributor,
+client work, aggregator, finalizer):
 
 - ``initialize()`` returns a :class:`LearningAlgorithmState` (a pytree):
   ``global_model_weights`` plus one state per part (``distributor``, ``client_work``,
@@ -9,15 +11,24 @@ named and shaped as ``tff.learning.templates.LearningProcess``:
 - ``next(state, client_data)`` runs one round and returns ``LearningProcessOutput(state, metrics)``.
   ``client_data`` is a list of the cohort's batched datasets (or an already packed cohort); it is
   packed into ``[clients, steps, batch, ...]`` arrays, checked against the model, and handed to one
-  jit-compiled round. ``metrics`` mirrors TFF's layout: ``metrics['client_work']['train']
-  ['accuracy']``, ``['distributor']``, ``['aggregator']``, ``['finalizer']``.
+  jit-compiled round ``round_fn(state, batches, mask)``. ``metrics`` is keyed by the parts as TFF's
+  is: ``metrics['client_work']['train']['accuracy']``, ``['distributor']``, ``['aggregator']``,
+  ``['finalizer']``.
 - ``get_model_weights(state)`` / ``set_model_weights(state, weights)``.
+
+Stateful clients (SCAFFOLD's control variates): ``state.client_work`` is a
+:class:`~fedjax_like.learning.client_states.StatefulClientWorkState` whose host-side store is keyed
+by client id. ``next`` gathers the cohort's entries into ``[clients, ...]`` arrays, calls the jitted
+``round_fn(state, batches, mask, client_states) -> (state, metrics, client_states)`` and writes the
+results into a new store. Such a cohort must name its clients (``Dataset(..., client_id=...)``, as
+``ClientData`` does).
 
 State is never mutated: ``next`` returns a new state, so keeping an old one is always safe.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -27,6 +38,7 @@ import numpy as np
 from fedjax_like.core import cohort
 from fedjax_like.data.dataset import BatchedDataset
 from fedjax_like.data.packing import PackedCohort, pack_cohort, validate_cohort
+from fedjax_like.learning.client_states import StatefulClientWorkState
 from fedjax_like.models.model import Model, ModelWeights
 
 PyTree = Any
@@ -47,7 +59,8 @@ class LearningProcessOutput(NamedTuple):
   metrics: dict
 
 
-def _cohort_from(client_data, model: Model, num_steps: int | None) -> PackedCohort:
+def packed_cohort(client_data, model: Model | None, num_steps: int | None = None) -> PackedCohort:
+  """The cohort as a :class:`PackedCohort`, packed if needed and checked against ``model``."""
   if isinstance(client_data, PackedCohort):
     packed = client_data
   elif isinstance(client_data, BatchedDataset):
@@ -56,33 +69,62 @@ def _cohort_from(client_data, model: Model, num_steps: int | None) -> PackedCoho
         'got a single dataset. Wrap it in a list.'
     )
   else:
-    packed = pack_cohort(list(client_data), num_steps=num_steps)
-  return validate_cohort(packed, model)
+    client_data = list(client_data)
+    packed = pack_cohort(client_data, num_steps=num_steps)
+  return validate_cohort(packed, model) if model is not None else packed
+
+
+def _check_client_ids(client_data, packed: PackedCohort) -> tuple[str, ...]:
+  """The cohort's ids, checked to be real and distinct (stateful clients are keyed by them)."""
+  if not isinstance(client_data, PackedCohort):
+    for i, dataset in enumerate(client_data):
+      if getattr(dataset, 'client_id', None) is None:
+        raise ValueError(
+            f'This algorithm keeps per-client state keyed by client id, but client #{i} of the '
+            'cohort has no id. Build datasets with ClientData.create_tf_dataset_for_client(id) '
+            "or Dataset(..., client_id='...')."
+        )
+  ids = tuple(packed.client_ids)
+  for client_id in ids:
+    if re.fullmatch(r'#\d+', client_id):
+      raise ValueError(
+          f'This algorithm keeps per-client state keyed by client id, but the cohort names a '
+          f'client {client_id!r} (a position, not an id). Give every dataset a client_id.'
+      )
+  if len(set(ids)) != len(ids):
+    repeated = sorted({c for c in ids if ids.count(c) > 1})
+    raise ValueError(f'Client ids must be distinct within a cohort; repeated: {repeated}.')
+  return ids
 
 
 class LearningProcess:
   """An iterative learning process over federated data.
 
   Args:
-    model: the model being trained (used to check the data at the boundary).
+    model: the model being trained (used to check the data at the boundary), or None.
     initialize_fn: ``() -> LearningAlgorithmState``.
-    round_fn: ``(state, batches, mask) -> (state, metrics)``, a pure function of arrays; it is
-      jit-compiled here, once per cohort shape.
+    round_fn: ``(state, batches, mask) -> (state, metrics)``, a pure function of arrays; with
+      ``stateful_clients``, ``(state, batches, mask, client_states) -> (state, metrics,
+      client_states)``. It is jit-compiled here, once per cohort shape.
     name: shown in ``repr``.
+    stateful_clients: whether ``state.client_work`` is a ``StatefulClientWorkState``.
   """
 
   def __init__(
       self,
-      model: Model,
+      model: Model | None,
       initialize_fn: Callable[[], LearningAlgorithmState],
-      round_fn: Callable[..., tuple[LearningAlgorithmState, dict]],
+      round_fn: Callable[..., tuple],
       name: str = 'learning_process',
+      *,
+      stateful_clients: bool = False,
   ):
     self.model = model
     self._initialize_fn = initialize_fn
     self._round_fn = round_fn
     self._compiled = {}  # (execution config, input shapes) -> compiled round
     self.name = name
+    self.stateful_clients = stateful_clients
 
   def __repr__(self) -> str:
     return f'LearningProcess({self.name})'
@@ -109,33 +151,49 @@ class LearningProcess:
           f'next() expects the state returned by initialize() or a previous next(); got '
           f'{type(state).__name__}.'
       )
-    packed = _cohort_from(client_data, self.model, num_steps=None)
-    (batches, mask), state = cohort.place_cohort((packed.batches, packed.mask), state)
-    new_state, metrics = self._compiled_round(state, batches, mask)(state, batches, mask)
-    return LearningProcessOutput(new_state, metrics)
+    if not isinstance(client_data, (PackedCohort, BatchedDataset)):
+      client_data = list(client_data)
+    packed = packed_cohort(client_data, self.model)
+    if not self.stateful_clients:
+      (batches, mask), state = cohort.place_cohort((packed.batches, packed.mask), state)
+      new_state, metrics = self._run(state, batches, mask)
+      return LearningProcessOutput(new_state, metrics)
 
-  def _compiled_round(self, state, batches, mask):
-    """The round compiled for these input shapes under the execution config in force.
+    ids = _check_client_ids(client_data, packed)
+    store = state.client_work.clients
+    on_device = state._replace(client_work=StatefulClientWorkState(state.client_work.server, None))
+    per_client, on_device = cohort.place_cohort(
+        (packed.batches, packed.mask, store.gather(ids)), on_device
+    )
+    new_state, metrics, cohort_states = self._run(on_device, *per_client)
+    cohort_states = jax.tree.map(lambda x: x[: len(ids)], cohort_states)  # drop mesh padding
+    new_store = store.update(ids, cohort_states)
+    client_work = StatefulClientWorkState(new_state.client_work.server, new_store)
+    return LearningProcessOutput(new_state._replace(client_work=client_work), metrics)
+
+  def _run(self, *args):
+    """Runs the round compiled for these inputs' shapes under the execution config in force.
 
     Compiled ahead of time once per (config, shapes), so the engine can check that it fits in
     memory before it runs (:func:`fedjax_like.core.cohort.compile_within_memory`). Each config
     gets a fresh trace: the engine reads the config while tracing.
     """
     config = cohort.current_config()
-    shapes = jax.tree.map(lambda x: (np.shape(x), np.dtype(x.dtype), getattr(x, 'sharding', None)),
-                          (state, batches, mask))
+    shapes = jax.tree.map(
+        lambda x: (np.shape(x), np.dtype(x.dtype), getattr(x, 'sharding', None)), args
+    )
     key = (config, jax.tree.structure(shapes), tuple(jax.tree.leaves(shapes)))
     compiled = self._compiled.get(key)
     if compiled is None:
 
       def compile_with(cfg):
         with cohort.using(cfg):
-          fresh = jax.jit(lambda s, b, m: self._round_fn(s, b, m))
-          return fresh.lower(state, batches, mask).compile()
+          return jax.jit(lambda *a: self._round_fn(*a)).lower(*args).compile()
 
-      compiled = cohort.compile_within_memory(compile_with, mask.shape[0], config)
+      num_clients = args[2].shape[0]  # the mask [clients, steps, batch]
+      compiled = cohort.compile_within_memory(compile_with, num_clients, config)
       self._compiled[key] = compiled
-    return compiled
+    return compiled(*args)
 
   @staticmethod
   def get_model_weights(state: LearningAlgorithmState) -> ModelWeights:
@@ -143,7 +201,9 @@ class LearningProcess:
     return state.global_model_weights
 
   @staticmethod
-  def set_model_weights(state: LearningAlgorithmState, weights: ModelWeights) -> LearningAlgorithmState:
+  def set_model_weights(
+      state: LearningAlgorithmState, weights: ModelWeights
+  ) -> LearningAlgorithmState:
     """A copy of ``state`` holding ``weights`` as the global model (structure must match)."""
     old, new = jax.tree.structure(state.global_model_weights), jax.tree.structure(weights)
     if old != new:

@@ -156,7 +156,7 @@ def test_fed_avg_with_repeat_like_the_quickstart():
   assert_history_close(history, reference)
 
 
-def test_server_momentum_changes_result_consistently():
+def test_fed_avg_m_server_momentum_matches_reference():
   # FedAvgM: server SGD with momentum is the reference's averaged delta fed to heavy-ball SGD.
   model = dense_model()
   datasets = make_clients(SIZES)
@@ -177,6 +177,8 @@ def test_server_momentum_changes_result_consistently():
     w, b = w - vw, b - vb
     np.testing.assert_allclose(history[r][0], w, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(history[r][1], b, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(history[r][2:4], one[2:4], rtol=1e-5, atol=1e-5)  # accuracy, loss
+    assert history[r][4] == one[4]
 
 
 @pytest.mark.parametrize(

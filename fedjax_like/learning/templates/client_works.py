@@ -1,88 +1,191 @@
-"""Client work: what one client does with the broadcast model and its own data.
+"""Client work: what each client does with the broadcast model and its own data.
 
-:func:`local_training` runs the client optimizer over the client's batches in order (one step per
-batch) and returns the trained weights with the training metrics as sums. It is a pure function of
-one client's arrays; the cohort engine decides how many clients run side by side.
+A :class:`ClientWorkProcess` is a pure ``(initialize, next)`` pair, as
+``tff.learning.templates.ClientWorkProcess``:
 
-Padding is inert by construction: a step whose mask is all False keeps the weights *and* the
-optimizer state (momentum included) exactly as they were, so padding a client with empty steps
-never changes its result.
+    initialize() -> state
+    next(state, weights@CLIENTS, data@CLIENTS[, client_states@CLIENTS])
+        -> ClientWorkOutput(state, result={ClientResult(update, update_weight)}@CLIENTS,
+                            measurements, client_states)
+
+``update`` is the client's contribution to the model (for model-delta work the pseudo-gradient
+``w - w_i``: broadcast minus trained weights, as in TFF) and ``update_weight`` its weight in the
+server's average. ``measurements`` is server-side, ``{'train': {accuracy, loss, num_examples,
+num_batches}}`` for training work.
+
+**Map-reduce form** (``ClientWorkProcess.map_reduce``), which ``next`` is derived from and which
+:func:`~fedjax_like.learning.templates.compose_learning_process` fuses with the aggregator so that a
+round is one ``federated_map`` and one ``federated_sum`` (local training runs once per client, and
+updates are never stacked as ``[clients, params]``):
+
+    prepare(state, num_clients)   -> (prepared, client_inputs)        server; client_inputs [n, ...]
+    work(prepared, client_input, weights, data, client_state) -> ClientOutput    ONE client
+    report(state, summed)         -> (state, measurements)            server; sum of summands
+
+``ClientOutput(result, summands, client_state)``: ``summands`` are summed over the cohort (metric
+sums, SCAFFOLD's control-variate deltas, MimeLite's gradients) and handed to ``report``;
+``client_state`` is the client's new state for stateful work (``()`` otherwise), written back to the
+host-side :class:`~fedjax_like.learning.client_states.ClientStates` by the learning process.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 
-from fedjax_like.core import cohort, tree
-from fedjax_like.models.model import Model, ModelWeights
+from fedjax_like.aggregators.factory import tensor_type
+from fedjax_like.core import (
+    CLIENTS,
+    SERVER,
+    FederatedValue,
+    federated_broadcast,
+    federated_map,
+    federated_sum,
+    federated_value,
+)
+from fedjax_like.models.model import Model
 
 PyTree = Any
 
 
-class ClientOutput(NamedTuple):
-  """One client's result.
-
-  Attributes:
-    update: trained trainable weights minus the broadcast ones (the model delta).
-    metric_sums: ``{'loss', <metrics>, 'num_examples', 'num_batches'}`` summed over the client's
-      training steps (computed on each batch before its step, as Keras metrics are).
-    num_examples: real examples processed (float scalar).
-  """
+class ClientResult(NamedTuple):
+  """What one client sends to the aggregator (``tff.learning.templates.ClientResult``)."""
 
   update: PyTree
-  metric_sums: dict
-  num_examples: jax.Array
+  update_weight: jax.Array
 
 
-def local_training(
+class ClientOutput(NamedTuple):
+  """One client's output in map-reduce form (see the module docstring)."""
+
+  result: ClientResult
+  summands: PyTree
+  client_state: PyTree = ()
+
+
+class ClientWorkOutput(NamedTuple):
+  """``ClientWorkProcess.next``'s output: a ``MeasuredProcessOutput`` plus new client states."""
+
+  state: PyTree
+  result: FederatedValue
+  measurements: Any
+  client_states: FederatedValue | None = None
+
+
+class ClientWorkMapReduce(NamedTuple):
+  """The map-reduce form of a client work (see the module docstring)."""
+
+  prepare: Callable[[PyTree, int], tuple[PyTree, PyTree]]
+  work: Callable[..., ClientOutput]
+  report: Callable[[PyTree, PyTree], tuple[PyTree, Any]]
+
+
+class ClientWorkProcess(NamedTuple):
+  """Client work as a pure ``(initialize, next)`` pair, with its types and map-reduce form.
+
+  Attributes:
+    initialize: ``() -> state``.
+    next: see the module docstring.
+    weights_type: the model weights it takes (pytree of ``jax.ShapeDtypeStruct``).
+    update_type: the type of ``ClientResult.update`` it produces.
+    map_reduce: the :class:`ClientWorkMapReduce`, or None for a work given only as ``next``.
+    model: the model (used by the learning process to check data at the boundary), or None.
+    initial_client_state: the state of an unseen client for stateful work, else None.
+    name: names the part in errors.
+  """
+
+  initialize: Callable[[], PyTree]
+  next: Callable[..., ClientWorkOutput]
+  weights_type: PyTree
+  update_type: PyTree
+  map_reduce: ClientWorkMapReduce | None = None
+  model: Model | None = None
+  initial_client_state: PyTree | None = None
+  name: str = 'client_work'
+
+
+def sum_stored(stacked: PyTree) -> PyTree:
+  """The sum over clients of materialized per-client values ``[clients, ...]`` (``()`` stays)."""
+  if not jax.tree.leaves(stacked):
+    return stacked
+  return federated_sum(FederatedValue(stacked, CLIENTS)).value
+
+
+def client_data_type(model: Model, num_steps: int = 1, batch_size: int = 1) -> tuple[PyTree, Any]:
+  """The abstract ``(batches, mask)`` of one client for ``model`` (for shape inference)."""
+  x_spec, y_spec = model.input_spec
+  lead = (num_steps, batch_size)
+  batches = jax.tree.map(
+      lambda s: jax.ShapeDtypeStruct(lead + tuple(s.shape), s.dtype), (x_spec, y_spec)
+  )
+  return batches, jax.ShapeDtypeStruct(lead, jnp.bool_)
+
+
+def build_client_work(
     model: Model,
-    optimizer: optax.GradientTransformation,
-    weights: ModelWeights,
-    batches: PyTree,
-    mask: jax.Array,
-    rng: jax.Array | None = None,
-) -> ClientOutput:
-  """Trains ``weights`` on one client's batches with ``optimizer``.
+    initialize: Callable[[], PyTree],
+    prepare: Callable[[PyTree, int], tuple[PyTree, PyTree]],
+    work: Callable[..., ClientOutput],
+    report: Callable[[PyTree, PyTree], tuple[PyTree, Any]],
+    *,
+    initial_client_state: PyTree | None = None,
+    name: str = 'client_work',
+) -> ClientWorkProcess:
+  """A :class:`ClientWorkProcess` from its map-reduce form; types are inferred by tracing.
 
   Args:
-    model: the model.
-    optimizer: the client optimizer (its state starts fresh for every client and round).
-    weights: the broadcast global weights.
-    batches: pytree of ``[num_steps, batch_size, ...]`` arrays.
-    mask: bool ``[num_steps, batch_size]``.
-    rng: a key for stochastic layers (folded in with the step index), or None.
-
-  Returns:
-    A :class:`ClientOutput`.
+    model: the model trained (its ``init_fn`` gives the weights type).
+    initialize: ``() -> state``.
+    prepare: ``(state, num_clients) -> (prepared, client_inputs)``; ``client_inputs`` is a pytree
+      of ``[num_clients, ...]`` arrays (e.g. per-client keys) or ``()``.
+    work: ``(prepared, client_input, weights, (batches, mask), client_state) -> ClientOutput``.
+    report: ``(state, summed summands) -> (state, measurements)``.
+    initial_client_state: for stateful work, the state of a client never seen (a pytree of arrays).
+    name: names the part in errors.
   """
-  num_steps = mask.shape[0]
-  step_keys = (
-      jax.random.split(rng, num_steps) if rng is not None else jnp.zeros((num_steps,), jnp.uint32)
+  form = ClientWorkMapReduce(prepare, work, report)
+  weights_type = tensor_type(jax.eval_shape(model.init_fn, jax.random.key(0)))
+  state_type = jax.eval_shape(initialize)
+  prepared_type, inputs_type = jax.eval_shape(lambda s: prepare(s, 1), state_type)
+  input_type = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape[1:], s.dtype), inputs_type)
+  client_state_type = () if initial_client_state is None else tensor_type(initial_client_state)
+  out_type = jax.eval_shape(
+      work, prepared_type, input_type, weights_type, client_data_type(model), client_state_type
   )
-  sums0 = dict(model.zero_sums(), num_batches=jnp.zeros((), jnp.float32))
+  if not isinstance(out_type, ClientOutput):
+    raise TypeError(f'Client work {name!r}: work must return a ClientOutput; got {out_type!r}.')
+  update_type = tensor_type(out_type.result.update)
+  stateful = initial_client_state is not None
 
-  def step(carry, inputs):
-    params, opt_state, sums = carry
-    batch, batch_mask, key = inputs
-    key = key if rng is not None else None
+  def next_fn(state, weights: FederatedValue, data: FederatedValue, client_states=None):
+    """Runs the work over the cohort once (materialized) and reports its summed measurements."""
+    batches, mask = data.value
+    num_clients = mask.shape[0]
+    prepared, client_inputs = prepare(state, num_clients)
+    if stateful and client_states is None:
+      raise TypeError(f'Client work {name!r} is stateful: next(...) needs client_states@CLIENTS.')
+    states = client_states.value if stateful else ()
+    per_client = FederatedValue((batches, mask, client_inputs, states), CLIENTS)
+    outputs = federated_map(
+        lambda p, w, d: work(p, d[2], w, (d[0], d[1]), d[3]),
+        (federated_broadcast(federated_value(prepared, SERVER)), weights, per_client),
+    ).value
+    new_state, measurements = report(state, sum_stored(outputs.summands))
+    new_states = FederatedValue(outputs.client_state, CLIENTS) if stateful else None
+    return ClientWorkOutput(
+        new_state, FederatedValue(outputs.result, CLIENTS), measurements, new_states
+    )
 
-    def loss_fn(p):
-      return model.batch_loss(ModelWeights(p, weights.non_trainable), batch, batch_mask, key)
-
-    (_, batch_sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    updates, new_opt_state = optimizer.update(grads, opt_state, params)
-    new_params = optax.apply_updates(params, updates)
-    real = jnp.any(batch_mask)
-    params = tree.where(real, new_params, params)
-    opt_state = tree.where(real, new_opt_state, opt_state)
-    batch_sums = dict(batch_sums, num_batches=real.astype(jnp.float32))
-    return params, opt_state, tree.add(sums, batch_sums)
-
-  initial = (weights.trainable, optimizer.init(weights.trainable), sums0)
-  active = jnp.any(mask, axis=1)  # padding steps are skipped (a no-op even when computed)
-  params, _, sums = cohort.fold_steps(step, initial, (batches, mask, step_keys), active=active)
-  return ClientOutput(tree.sub(params, weights.trainable), sums, sums['num_examples'])
+  return ClientWorkProcess(
+      initialize=initialize,
+      next=next_fn,
+      weights_type=weights_type,
+      update_type=update_type,
+      map_reduce=form,
+      model=model,
+      initial_client_state=initial_client_state,
+      name=name,
+  )

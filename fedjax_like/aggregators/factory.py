@@ -1,0 +1,171 @@
+"""Aggregation processes and the factories that build them, shaped as ``tff.aggregators``.
+
+An :class:`AggregationProcess` is a pure ``(initialize, next)`` pair over pytrees:
+
+    initialize() -> state
+    next(state, value@CLIENTS, weight@CLIENTS | None)
+        -> MeasuredProcessOutput(state, result@SERVER, measurements)
+
+A factory makes one for a given value type, ``factory.create(value_type)`` (``value_type`` is a
+pytree of ``jax.ShapeDtypeStruct``), and says with ``is_weighted`` whether ``next`` takes weights.
+Learning algorithms take a factory, so the same DP, clipping or robust aggregator plugs into any of
+them and is created for the model's update type when the process is composed.
+
+**Map-reduce form.** Most aggregators are a *sum* of per-client terms followed by server work:
+
+    prepare(state)                  -> b               (server; sent to every client: a clip norm)
+    work(b, value_i, weight_i)      -> summand_i       (one client; e.g. (w_i * clip(x_i), w_i))
+    report(state, sum_i summand_i)  -> MeasuredProcessOutput(state, result, measurements)   (server)
+
+An aggregator given in this form (``AggregationProcess.map_reduce``) lets a learning process fuse
+its per-client ``work`` into the clients' own work and reduce everything with ONE
+``federated_sum``: the cohort's updates are never stacked as ``[clients, params]``, and local
+training runs once per client. :func:`build_map_reduce_aggregation` derives ``next`` from the form,
+so both entry points always agree. An aggregator that is not a sum (a median, Krum) leaves
+``map_reduce`` as None and implements ``next`` over materialized client values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
+
+import jax
+
+from fedjax_like.core import (
+    CLIENTS,
+    SERVER,
+    FederatedValue,
+    federated_broadcast,
+    federated_map,
+    federated_sum,
+    federated_value,
+)
+from fedjax_like.core.placements import format_member_type
+
+PyTree = Any
+
+
+class MeasuredProcessOutput(NamedTuple):
+  """What every part's ``next`` returns (``tff.templates.MeasuredProcessOutput``).
+
+  Attributes:
+    state: the part's new state (a server-side pytree).
+    result: the part's output, a :class:`~fedjax_like.core.FederatedValue` (or a plain pytree from
+      a map-reduce ``report``).
+    measurements: a server-side pytree (usually a dict of scalars) reported as metrics.
+  """
+
+  state: PyTree
+  result: Any
+  measurements: Any
+
+
+class MapReduceForm(NamedTuple):
+  """An aggregation written as client summands and one server report (see the module docstring).
+
+  Attributes:
+    prepare: ``state -> b``, the value every client receives.
+    work: ``(b, value, weight | None) -> summand`` for ONE client (``weight`` is None when the
+      aggregator is unweighted). Pure JAX; runs inside the cohort engine.
+    report: ``(state, summed) -> MeasuredProcessOutput(state, result, measurements)`` on the server,
+      where ``summed`` is the sum of ``work``'s outputs over the cohort; ``result`` is a plain
+      pytree.
+  """
+
+  prepare: Callable[[PyTree], PyTree]
+  work: Callable[[PyTree, PyTree, jax.Array | None], PyTree]
+  report: Callable[[PyTree, PyTree], MeasuredProcessOutput]
+
+
+class AggregationProcess(NamedTuple):
+  """A stateful aggregation from CLIENTS to SERVER (``tff.templates.AggregationProcess``).
+
+  Attributes:
+    initialize: ``() -> state``.
+    next: ``(state, value@CLIENTS, weight@CLIENTS | None) -> MeasuredProcessOutput``.
+    value_type: the pytree of ``jax.ShapeDtypeStruct`` it aggregates (one client's value).
+    is_weighted: whether ``next`` takes per-client weights.
+    map_reduce: the :class:`MapReduceForm`, or None when the aggregation is not a sum.
+    name: names the aggregator in errors and reprs.
+  """
+
+  initialize: Callable[[], PyTree]
+  next: Callable[..., MeasuredProcessOutput]
+  value_type: PyTree
+  is_weighted: bool
+  map_reduce: MapReduceForm | None = None
+  name: str = 'aggregator'
+
+
+class AggregationFactory(Protocol):
+  """Builds an :class:`AggregationProcess` for a value type (``tff.aggregators`` factories)."""
+
+  is_weighted: bool
+
+  def create(self, value_type: PyTree) -> AggregationProcess: ...
+
+
+def tensor_type(tree: PyTree) -> PyTree:
+  """The pytree of ``jax.ShapeDtypeStruct`` of arrays, shape structs or abstract values."""
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(tuple(x.shape), x.dtype), tree)
+
+
+def same_type(a: PyTree, b: PyTree) -> bool:
+  """True when two pytrees of arrays (or shape structs) have one structure, shapes and dtypes."""
+  if jax.tree.structure(a) != jax.tree.structure(b):
+    return False
+  return all(
+      tuple(x.shape) == tuple(y.shape) and jax.numpy.dtype(x.dtype) == jax.numpy.dtype(y.dtype)
+      for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+  )
+
+
+def format_type(tree: PyTree) -> str:
+  """TFF-style text for a pytree type: ``<bias=float32[5],kernel=float32[12,5]>``."""
+  return format_member_type(tensor_type(tree))
+
+
+def _check_clients_value(name: str, what: str, value, expected: PyTree | None) -> None:
+  if not isinstance(value, FederatedValue) or value.placement is not CLIENTS or value.all_equal:
+    got = value.type_signature if isinstance(value, FederatedValue) else type(value).__name__
+    raise TypeError(
+        f'Aggregator {name!r}: {what} must be per-client values {{T}}@CLIENTS; got {got}.'
+    )
+  if expected is not None and not same_type(value.type_signature.member, expected):
+    raise TypeError(
+        f'Aggregator {name!r} was created for values of type {format_type(expected)} but was '
+        f'given {what} of type {format_type(value.type_signature.member)}.'
+    )
+
+
+def build_map_reduce_aggregation(
+    initialize: Callable[[], PyTree],
+    form: MapReduceForm,
+    value_type: PyTree,
+    is_weighted: bool,
+    name: str,
+) -> AggregationProcess:
+  """An :class:`AggregationProcess` whose ``next`` is derived from its map-reduce ``form``.
+
+  ``next`` broadcasts ``prepare(state)``, maps ``work`` over the clients and reduces with one
+  ``federated_sum``, so a deferred client value is computed once, inside the reduction.
+  """
+  value_type = tensor_type(value_type)
+
+  def next_fn(state, value: FederatedValue, weight: FederatedValue | None = None):
+    _check_clients_value(name, 'the value', value, value_type)
+    prepared = federated_broadcast(federated_value(form.prepare(state), SERVER))
+    if is_weighted:
+      if weight is None:
+        raise TypeError(
+            f'Aggregator {name!r} is weighted: next(state, value, weight) needs weights.'
+        )
+      _check_clients_value(name, 'the weight', weight, None)
+      summands = federated_map(lambda b, v, w: form.work(b, v, w), (prepared, value, weight))
+    else:
+      summands = federated_map(lambda b, v: form.work(b, v, None), (prepared, value))
+    out = form.report(state, federated_sum(summands).value)
+    return MeasuredProcessOutput(out.state, federated_value(out.result, SERVER), out.measurements)
+
+  return AggregationProcess(initialize, next_fn, value_type, is_weighted, form, name)
