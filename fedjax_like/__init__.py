@@ -11,8 +11,8 @@ Two layers, as in TensorFlow Federated:
 Federated data lives in :mod:`fedjax_like.data` (``ClientData``, datasets, packing, sources).
 """
 
-from fedjax_like import core, data, learning, models
+from fedjax_like import aggregators, analytics, core, data, learning, models
 
 __version__ = '0.1.0'
 
-__all__ = ['core', 'data', 'learning', 'models', '__version__']
+__all__ = ['aggregators', 'analytics', 'core', 'data', 'learning', 'models', '__version__']

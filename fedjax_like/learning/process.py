@@ -28,6 +28,7 @@ State is never mutated: ``next`` returns a new state, so keeping an old one is a
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -97,6 +98,21 @@ def _check_client_ids(client_data, packed: PackedCohort) -> tuple[str, ...]:
   return ids
 
 
+class _TypedNext:
+  """``process.next`` with a ``type_signature``, as TFF's computations have."""
+
+  def __init__(self, fn, process):
+    self._fn, self._process = fn, process
+    functools.update_wrapper(self, fn.func)
+
+  def __call__(self, *args, **kwargs):
+    return self._fn(*args, **kwargs)
+
+  @property
+  def type_signature(self):
+    return self._process.type_signature
+
+
 class LearningProcess:
   """An iterative learning process over federated data.
 
@@ -118,6 +134,7 @@ class LearningProcess:
       name: str = 'learning_process',
       *,
       stateful_clients: bool = False,
+      round_computation=None,
   ):
     self.model = model
     self._initialize_fn = initialize_fn
@@ -125,9 +142,20 @@ class LearningProcess:
     self._compiled = {}  # (execution config, input shapes) -> compiled round
     self.name = name
     self.stateful_clients = stateful_clients
+    self.round_computation = round_computation
+    # As in TFF, `process.next.type_signature` prints the round's federated type.
+    self.next = _TypedNext(functools.partial(LearningProcess.next, self), self)
 
   def __repr__(self) -> str:
     return f'LearningProcess({self.name})'
+
+  @property
+  def type_signature(self):
+    """The round's federated type, e.g. ``(<server_state=<...>@SERVER,client_data={<...>}@CLIENTS>
+    -> <<...>@SERVER,<...>@SERVER>)``; known once a round has been traced."""
+    if self.round_computation is None:
+      raise ValueError(f'{self.name} was not built from a federated computation.')
+    return self.round_computation.type_signature
 
   def initialize(self) -> LearningAlgorithmState:
     """The initial server state."""

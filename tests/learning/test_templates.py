@@ -185,3 +185,28 @@ def test_parts_compose_by_hand_as_in_tff():
       weights, composed.global_model_weights,
   )
   jax.tree.map(np.testing.assert_allclose, measurements, metrics['client_work'])
+
+
+def test_round_is_a_federated_computation_with_a_tff_style_signature():
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+
+  import fedjax_like as fl
+  from fedjax_like.data import Dataset
+
+  spec = (jax.ShapeDtypeStruct((6,), jnp.float32), jax.ShapeDtypeStruct((), jnp.int32))
+  process = fl.learning.algorithms.build_weighted_fed_avg(
+      fl.models.from_linen(nn.Dense(3), spec), fl.learning.optimizers.build_sgdm(0.1)
+  )
+  rng = np.random.default_rng(0)
+  clients = [
+      Dataset((rng.normal(size=(5, 6)).astype(np.float32), np.zeros(5, np.int32))).batch(2)
+      for _ in range(3)
+  ]
+  process.next(process.initialize(), clients)
+  signature = str(process.next.type_signature)
+  assert signature.startswith('(<server_state=<global_model_weights=<trainable=<bias=float32[3]')
+  assert 'client_data={<<float32[3,2,6],int32[3,2]>,bool[3,2]>}@CLIENTS' in signature
+  assert signature.endswith('update_non_finite=int32>>@SERVER>)')

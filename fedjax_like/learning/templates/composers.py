@@ -47,6 +47,7 @@ from fedjax_like.core import (
     SERVER,
     FederatedValue,
     federated_broadcast,
+    federated_computation,
     federated_map,
     federated_sum,
     federated_value,
@@ -226,7 +227,13 @@ def compose_learning_process(
       cw_state = StatefulClientWorkState(cw_state, None)
     return cw_state, measurements, aggregate(state.aggregator, update, weight), new_states
 
-  def round_fn(state: LearningAlgorithmState, batches, mask, client_states=()):
+  returns = (SERVER, SERVER, CLIENTS) if stateful else (SERVER, SERVER)
+
+  @federated_computation(SERVER, CLIENTS, result=returns, name=name)
+  def round_computation(server_state, client_data):
+    """One round: distributor -> client work -> aggregator -> finalizer, typed by placement."""
+    state = server_state.value
+    batches, mask, *rest = client_data.value
     weights_at_server = federated_value(state.global_model_weights, SERVER)
     dist_out = distributor.next(state.distributor, weights_at_server)
     if fused:
@@ -235,7 +242,7 @@ def compose_learning_process(
       )
     else:
       cw_state, cw_measurements, agg_out, new_states = clients_materialized(
-          state, dist_out.result, batches, mask, client_states
+          state, dist_out.result, batches, mask, rest[0] if stateful else ()
       )
     fin_out = finalizer.next(state.finalizer, weights_at_server, agg_out.result)
     new_state = LearningAlgorithmState(
@@ -252,9 +259,17 @@ def compose_learning_process(
         'finalizer': fin_out.measurements,
     }
     if stateful:
-      return new_state, metrics, new_states
+      return new_state, metrics, FederatedValue(new_states, CLIENTS)
     return new_state, metrics
 
+  def round_fn(state: LearningAlgorithmState, batches, mask, *client_states):
+    return round_computation(state, (batches, mask, *client_states))
+
   return LearningProcess(
-      client_work.model, initialize, round_fn, name=name, stateful_clients=stateful
+      client_work.model,
+      initialize,
+      round_fn,
+      name=name,
+      stateful_clients=stateful,
+      round_computation=round_computation,
   )
