@@ -1,0 +1,232 @@
+"""The training loop: sample, pack, run a round, evaluate, log, checkpoint; resumable and exact.
+
+:func:`run_training_process` drives any :class:`~fedjax_like.learning.LearningProcess` for
+``num_rounds`` rounds. Round ``r`` (1-based):
+
+1. ``client_sampler.sample(r)`` picks the cohort (a pure function of the seed and ``r``);
+2. :func:`~fedjax_like.simulation.cohorts.pack_round` makes their batches on the host (shuffles
+   seeded by run seed, round and client) and packs them to a bucketed shape;
+3. ``process.next(state, cohort)`` dispatches the round to the device and returns at once;
+4. only then is round ``r - 1``'s record read back (a one-round lag), so packing round ``r + 1``
+   and logging overlap the device's work on round ``r`` (JAX dispatch is asynchronous);
+5. every ``eval_every`` rounds (and at the last) ``evaluation(weights)`` runs on the new weights;
+6. every ``checkpoint_every`` rounds (and at the last) the state is saved with its round, the
+   sampler's description and the metrics history.
+
+Resuming: with a ``checkpoint_dir`` holding a committed checkpoint, the loop restores the latest one
+and continues from the round after it. Everything random is a function of the seed and the round
+(the sampler, the shuffles) or is in the saved state (the process's keys), so an interrupted and
+resumed run ends with the same weights, bit for bit on CPU, as one that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from fedjax_like.data.client_data import ClientData
+from fedjax_like.data.dataset import BatchedDataset, Dataset
+from fedjax_like.data.sampling import ClientSampler
+from fedjax_like.learning.process import LearningAlgorithmState, LearningProcess
+from fedjax_like.simulation.checkpoint import Checkpointer
+from fedjax_like.simulation.cohorts import ClientPreprocess, pack_round
+from fedjax_like.simulation.progress import Progress
+from fedjax_like.simulation.writers import MetricWriter
+
+PyTree = Any
+Record = dict[str, float]
+
+
+@dataclasses.dataclass
+class TrainingResult:
+  """What a run ends with.
+
+  Attributes:
+    state: the final server state.
+    history: one record per round, rounds 1..last (restored ones included).
+    start_round: rounds already done when this call began (0, or the checkpoint resumed from).
+    last_round: the round ``state`` is after.
+    checkpoint_rounds: rounds with a committed checkpoint on disk at the end.
+  """
+
+  state: LearningAlgorithmState
+  history: list[Record]
+  start_round: int
+  last_round: int
+  checkpoint_rounds: list[int]
+
+
+def flatten_metrics(metrics: Mapping[str, Any], prefix: str = '') -> Record:
+  """Nested metrics (host values) as ``{'client_work/train/accuracy': 0.9, ...}``; scalars only."""
+  flat: Record = {}
+  for name, value in metrics.items():
+    key = f'{prefix}{name}'
+    if isinstance(value, Mapping):
+      flat.update(flatten_metrics(value, key + '/'))
+    elif np.ndim(value) == 0:
+      value = np.asarray(value)
+      flat[key] = int(value) if np.issubdtype(value.dtype, np.integer) else float(value)
+  return flat
+
+
+class ResumeError(ValueError):
+  """A checkpoint to resume from belongs to a different run (sampler or run_info differ)."""
+
+
+@dataclasses.dataclass
+class _Pending:
+  """A dispatched round whose metrics are still on the device."""
+
+  round_num: int
+  num_clients: int
+  metrics: PyTree
+  eval_metrics: PyTree | None
+
+
+def _check_resume(meta: Mapping[str, Any], sampler: ClientSampler, run_info, where: str) -> None:
+  saved_info = meta.get('run_info')
+  if run_info is not None and saved_info != run_info:
+    saved_info = saved_info or {}
+    differing = sorted(
+        k for k in set(saved_info) | set(run_info) if saved_info.get(k) != run_info.get(k)
+    )
+    saved = [saved_info.get(k) for k in differing]
+    now = [run_info.get(k) for k in differing]
+    raise ResumeError(
+        f'The checkpoint in {where} belongs to a different run: {differing} differ '
+        f'(saved {saved}, now {now}).'
+    )
+  saved_sampler = meta.get('sampler')
+  if saved_sampler != sampler.state():
+    raise ResumeError(
+        f'The checkpoint in {where} was made with client sampler {saved_sampler}, but this run '
+        f'samples with {sampler.state()}. Resume with the same sampler (seed, cohort size, '
+        'clients).'
+    )
+
+
+def run_training_process(
+    process: LearningProcess,
+    train_data: ClientData,
+    client_sampler: ClientSampler,
+    num_rounds: int,
+    *,
+    client_preprocess: Callable[[Dataset, int], BatchedDataset] | None = None,
+    evaluation: Callable[[PyTree], Mapping[str, Any]] | None = None,
+    eval_every: int = 1,
+    checkpoint_dir: str | None = None,
+    checkpoint_every: int = 0,
+    keep_checkpoints: int = 3,
+    metrics_writers: Sequence[MetricWriter] = (),
+    progress: str = 'auto',
+    initial_state: LearningAlgorithmState | None = None,
+    run_info: Mapping[str, Any] | None = None,
+) -> TrainingResult:
+  """Trains ``process`` for rounds ``start+1 .. num_rounds``, resuming from a checkpoint if any.
+
+  Args:
+    process: a learning process (``initialize``/``next``/``get_model_weights``).
+    train_data: the training clients.
+    client_sampler: picks each round's client ids (``sample(round_num)``; see
+      :mod:`fedjax_like.data.sampling`).
+    num_rounds: the round to stop after.
+    client_preprocess: ``(dataset, round_num) -> batches`` for one client; default
+      ``ClientPreprocess.for_model(process.model)`` (EMNIST-style examples, 1 epoch, batch 20).
+    evaluation: ``weights -> {metric: value}`` (e.g.
+      :class:`~fedjax_like.simulation.evaluation.FederatedEvaluation`); logged as ``eval/<metric>``.
+    eval_every: evaluate every this many rounds and at the last (0: never).
+    checkpoint_dir: where checkpoints go (and are resumed from); None: no checkpoints.
+    checkpoint_every: checkpoint every this many rounds and at the last (0: only at the last).
+    keep_checkpoints: how many of the newest checkpoints to keep.
+    metrics_writers: :class:`~fedjax_like.simulation.writers.MetricWriter` s, given each round's
+      record.
+    progress: ``'auto'``, ``'bar'``, ``'log'`` or ``'none'`` (see :mod:`.progress`).
+    initial_state: the state to start from when there is no checkpoint (default
+      ``process.initialize()``); also the template a checkpoint is restored into.
+    run_info: JSON-able facts about the run (seed, config) saved with each checkpoint; resuming
+      from a checkpoint whose ``run_info`` differs raises instead of mixing two runs.
+
+  Returns:
+    A :class:`TrainingResult`.
+  """
+  if not isinstance(num_rounds, (int, np.integer)) or num_rounds < 0:
+    raise ValueError(f'num_rounds must be a non-negative integer; got {num_rounds!r}.')
+  if client_preprocess is None:
+    client_preprocess = ClientPreprocess.for_model(process.model)
+  run_info = dict(run_info) if run_info is not None else None
+  state = initial_state if initial_state is not None else process.initialize()
+  history: list[Record] = []
+  start_round = 0
+  checkpointer = None
+  if checkpoint_dir is not None:
+    if getattr(process, 'stateful_clients', False):
+      raise NotImplementedError(
+          f'{process!r} keeps per-client state in a host-side store, which the checkpoints do not '
+          'save yet; run it with checkpoint_dir=None.'
+      )
+    checkpointer = Checkpointer(checkpoint_dir, max_to_keep=keep_checkpoints)
+    if checkpointer.latest_round() is not None:
+      state, meta = checkpointer.restore(state)
+      _check_resume(meta, client_sampler, run_info, checkpointer.directory)
+      start_round = int(meta['round'])
+      history = [dict(r) for r in meta.get('history', [])]
+
+  elapsed_before = history[-1].get('elapsed_s', 0.0) if history else 0.0
+  started = time.perf_counter()
+  writers = list(metrics_writers)
+  for writer in writers:
+    writer.start(start_round, history)
+  bar = Progress(num_rounds, start_round, progress)
+
+  def finish(pending: _Pending) -> None:
+    metrics, eval_metrics = jax.device_get((pending.metrics, pending.eval_metrics))
+    record: Record = {
+        'round': pending.round_num,
+        'num_clients': pending.num_clients,
+        'elapsed_s': round(elapsed_before + time.perf_counter() - started, 3),
+    }
+    record.update(flatten_metrics(metrics))
+    if eval_metrics is not None:
+      record.update(flatten_metrics(eval_metrics, 'eval/'))
+    history.append(record)
+    for writer in writers:
+      writer.write(record)
+    bar.update(record)
+
+  def due(round_num: int, every: int) -> bool:
+    return round_num == num_rounds or (every > 0 and round_num % every == 0)
+
+  pending = None
+  try:
+    for round_num in range(start_round + 1, num_rounds + 1):
+      client_ids = client_sampler.sample(round_num)
+      cohort = pack_round(train_data, client_ids, round_num, client_preprocess)
+      output = process.next(state, cohort)
+      if pending is not None:
+        finish(pending)
+      state = output.state
+      eval_metrics = None
+      if evaluation is not None and eval_every > 0 and due(round_num, eval_every):
+        eval_metrics = evaluation(process.get_model_weights(state))
+      pending = _Pending(round_num, len(client_ids), output.metrics, eval_metrics)
+      if checkpointer is not None and due(round_num, checkpoint_every):
+        finish(pending)
+        pending = None
+        meta = {'sampler': client_sampler.state(), 'run_info': run_info, 'history': history}
+        checkpointer.save(round_num, state, meta)
+    if pending is not None:
+      finish(pending)
+  finally:
+    bar.close()
+    for writer in writers:
+      writer.close()
+    rounds = checkpointer.all_rounds() if checkpointer is not None else []
+    if checkpointer is not None:
+      checkpointer.close()
+  last_round = max(start_round, num_rounds)
+  return TrainingResult(state, history, start_round, last_round, rounds)

@@ -1,0 +1,128 @@
+"""The command line: a real short run with all its outputs, resume, --help, and early failures."""
+
+import csv
+import json
+import pathlib
+
+import pytest
+
+from fedjax_like.simulation import cli, config
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+DIGITS = str(ROOT / 'configs' / 'digits.toml')
+
+
+def _train(capsys, *args):
+  status = cli.main(['train', *args])
+  out, err = capsys.readouterr()
+  return status, out, err
+
+
+def _short(root, *extra):
+  return [
+      '--config',
+      DIGITS,
+      '--output.root',
+      str(root),
+      '--training.num_rounds',
+      '3',
+      '--training.clients_per_round',
+      '5',
+      '--evaluation.every',
+      '2',
+      '--output.checkpoint_every',
+      '2',
+      *extra,
+  ]
+
+
+def test_train_writes_every_output_and_resumes(tmp_path, capsys):
+  status, out, _ = _train(capsys, *_short(tmp_path))
+  assert status == 0
+  run = tmp_path / 'digits_fedavg'
+  for name in ('config.json', 'metrics.csv', 'curves.png', 'summary.json'):
+    assert (run / name).is_file(), name
+    assert str(run / name) in out  # the summary says where everything is
+  assert list((run / 'tensorboard').glob('events.out.tfevents.*'))
+  assert sorted(p.name for p in (run / 'checkpoints').iterdir()) == ['2', '3']
+  assert "Run 'digits_fedavg': 3 rounds" in out and 'eval accuracy' in out
+
+  with open(run / 'metrics.csv') as f:
+    rows = list(csv.DictReader(f))
+  assert [r['round'] for r in rows] == ['1', '2', '3'] and rows[2]['eval/accuracy']
+  summary = json.loads((run / 'summary.json').read_text())
+  assert summary['rounds'] == 3 and summary['checkpoint_rounds'] == [2, 3]
+  saved = json.loads((run / 'config.json').read_text())
+  assert saved['training']['num_rounds'] == 3 and saved['training']['clients_per_round'] == 5
+
+  status, out, _ = _train(capsys, *_short(tmp_path, '--training.num_rounds', '4'))
+  assert status == 0 and 'resumed after round 3' in out and '1 trained' in out
+  with open(run / 'metrics.csv') as f:
+    assert [r['round'] for r in csv.DictReader(f)] == ['1', '2', '3', '4']
+
+  status, _, err = _train(capsys, *_short(tmp_path, '--set', 'seed=9'))
+  assert status == 2 and 'seed was 0, now 9' in err and '--output.overwrite' in err
+  assert json.loads((run / 'config.json').read_text())['seed'] == 0  # left untouched
+
+
+def test_help_explains_every_option(capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(['train', '--help'])
+  assert exit_info.value.code == 0
+  out = capsys.readouterr().out
+  for key in config.flat_fields():
+    assert f'--{key}' in out, key
+  assert 'Rounds to train' in out and '--set KEY=VALUE' in out and '--config FILE' in out
+
+
+def test_print_config_applies_file_then_flags_then_set(capsys):
+  status, out, _ = _train(
+      capsys,
+      '--config',
+      DIGITS,
+      '--training.num_rounds',
+      '9',
+      '--set',
+      'training.num_rounds=11',
+      '--print-config',
+  )
+  assert status == 0 and json.loads(out)['training']['num_rounds'] == 11
+
+
+@pytest.mark.parametrize(
+    'content, expected',
+    [
+        ('[training]\nrounds = 3\n', ['training.rounds', 'bad.toml', 'training.num_rounds']),
+        (
+            '[training]\nbatch_size = "20"\n',
+            ['training.batch_size', 'bad.toml', 'expected an integer'],
+        ),
+    ],
+)
+def test_bad_config_fails_before_training(tmp_path, capsys, content, expected):
+  bad = tmp_path / 'bad.toml'
+  bad.write_text(content)
+  status, out, err = _train(capsys, '--config', str(bad), '--output.root', str(tmp_path / 'runs'))
+  assert status == 2 and out == ''
+  for part in expected:
+    assert part in err, err
+  assert not (tmp_path / 'runs').exists()
+
+
+def test_dataset_that_cannot_be_loaded_fails_before_training(tmp_path, capsys):
+  cache = tmp_path / 'empty-cache'
+  status, _, err = _train(
+      capsys,
+      '--config',
+      str(ROOT / 'configs' / 'emnist62_fedavg.toml'),
+      '--data.cache_dir',
+      str(cache),
+      '--data.download',
+      'false',
+      '--output.root',
+      str(tmp_path / 'runs'),
+  )
+  assert status == 2
+  assert "data.dataset = 'emnist' cannot be loaded" in err and str(cache) in err
+  assert 'emnist_all.sqlite' in err
+  assert not (tmp_path / 'runs').exists()

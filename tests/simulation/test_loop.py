@@ -1,0 +1,230 @@
+"""The training loop: the result of a plain loop, exact resume, writers, refusal to mix runs."""
+
+import csv
+import glob
+import os
+import struct
+
+import jax
+import numpy as np
+import pytest
+
+from fedjax_like.data.sampling import UniformSampler
+from fedjax_like.simulation.checkpoint import Checkpointer
+from fedjax_like.simulation.cohorts import ClientPreprocess, pack_round
+from fedjax_like.simulation.evaluation import FederatedEvaluation
+from fedjax_like.simulation.loop import ResumeError, run_training_process
+from fedjax_like.simulation.writers import CsvWriter, CurvePlot, TensorBoardWriter
+
+
+def _setup(digits_data, dropout_model, seed=0):
+  train, _ = digits_data
+  sampler = UniformSampler(train.client_ids, cohort_size=5, seed=seed)
+  preprocess = ClientPreprocess.for_model(dropout_model, batch_size=10, num_epochs=2, seed=seed)
+  return train, sampler, preprocess
+
+
+def _assert_same_bits(a, b):
+  leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(leaves_a, leaves_b, strict=True):
+    x, y = np.asarray(x), np.asarray(y)
+    assert x.dtype == y.dtype and x.shape == y.shape
+    assert x.tobytes() == y.tobytes()
+
+
+def _without_time(history):
+  return [{k: v for k, v in r.items() if k != 'elapsed_s'} for r in history]
+
+
+class _Interrupt(Exception):
+  pass
+
+
+class _InterruptAt:
+  """A writer that stops the run (as a crash would) when a round's record arrives."""
+
+  def __init__(self, round_num):
+    self.round_num = round_num
+
+  def start(self, start_round, history):
+    pass
+
+  def write(self, record):
+    if record['round'] == self.round_num:
+      raise _Interrupt()
+
+  def close(self):
+    pass
+
+
+def test_loop_gives_the_state_of_a_plain_loop(digits_data, dropout_model, dropout_process):
+  train, sampler, preprocess = _setup(digits_data, dropout_model)
+  result = run_training_process(
+      dropout_process, train, sampler, 4, client_preprocess=preprocess, progress='none'
+  )
+  state = dropout_process.initialize()
+  for r in range(1, 5):
+    state = dropout_process.next(state, pack_round(train, sampler.sample(r), r, preprocess)).state
+  _assert_same_bits(result.state, state)
+  assert [r['round'] for r in result.history] == [1, 2, 3, 4]
+  assert all(r['num_clients'] == 5 for r in result.history)
+  assert 0 <= result.history[-1]['client_work/train/accuracy'] <= 1
+
+
+def test_interrupted_run_resumes_bit_exactly(tmp_path, digits_data, dropout_model, dropout_process):
+  train, sampler, preprocess = _setup(digits_data, dropout_model)
+  common = dict(client_preprocess=preprocess, checkpoint_every=2, progress='none')
+
+  reference = run_training_process(
+      dropout_process, train, sampler, 6, checkpoint_dir=str(tmp_path / 'a'), **common
+  )
+  csv_path = tmp_path / 'b.csv'
+  with pytest.raises(_Interrupt):
+    run_training_process(
+        dropout_process,
+        train,
+        sampler,
+        6,
+        checkpoint_dir=str(tmp_path / 'b'),
+        metrics_writers=[CsvWriter(csv_path), _InterruptAt(5)],
+        **common,
+    )
+  assert Checkpointer(tmp_path / 'b').latest_round() == 4
+  with open(csv_path) as f:
+    assert [int(r['round']) for r in csv.DictReader(f)] == [1, 2, 3, 4, 5]
+
+  resumed = run_training_process(
+      dropout_process,
+      train,
+      sampler,
+      6,
+      checkpoint_dir=str(tmp_path / 'b'),
+      metrics_writers=[CsvWriter(csv_path)],
+      **common,
+  )
+  assert resumed.start_round == 4 and resumed.last_round == 6
+  _assert_same_bits(resumed.state, reference.state)
+  assert _without_time(resumed.history) == _without_time(reference.history)
+  with open(csv_path) as f:
+    rows = list(csv.DictReader(f))
+  assert [int(r['round']) for r in rows] == [1, 2, 3, 4, 5, 6]  # round 5 is not there twice
+  assert (
+      float(rows[-1]['client_work/train/loss']) == reference.history[-1]['client_work/train/loss']
+  )
+  assert resumed.checkpoint_rounds == [2, 4, 6]
+
+
+def test_a_half_written_checkpoint_is_never_the_latest(
+    tmp_path, digits_data, dropout_model, dropout_process
+):
+  train, sampler, preprocess = _setup(digits_data, dropout_model)
+  directory = tmp_path / 'ckpt'
+  common = dict(client_preprocess=preprocess, checkpoint_dir=str(directory), progress='none')
+  run_training_process(dropout_process, train, sampler, 2, **common)
+  # What a process killed while writing round 4 leaves behind: a temporary directory, not renamed.
+  partial = directory / '4.orbax-checkpoint-tmp-1234567890'
+  (partial / 'state').mkdir(parents=True)
+  (partial / 'state' / 'garbage').write_bytes(b'\0' * 100)
+  assert Checkpointer(directory).latest_round() == 2
+  assert not partial.exists()  # cleaned up when the checkpoints are opened again
+  result = run_training_process(dropout_process, train, sampler, 3, **common)
+  assert result.start_round == 2 and result.checkpoint_rounds == [2, 3]
+
+
+def test_resuming_with_another_sampler_or_run_refuses(
+    tmp_path, digits_data, dropout_model, dropout_process
+):
+  train, sampler, preprocess = _setup(digits_data, dropout_model)
+  common = dict(client_preprocess=preprocess, checkpoint_dir=str(tmp_path), progress='none')
+  run_training_process(dropout_process, train, sampler, 1, run_info={'seed': 0}, **common)
+  other = UniformSampler(train.client_ids, cohort_size=5, seed=1)
+  with pytest.raises(ResumeError, match='client sampler'):
+    run_training_process(dropout_process, train, other, 2, run_info={'seed': 0}, **common)
+  with pytest.raises(ResumeError, match=r"\['seed'\] differ"):
+    run_training_process(dropout_process, train, sampler, 2, run_info={'seed': 1}, **common)
+
+
+def _tensorboard_scalars(logdir):
+  from tensorboardX.proto import event_pb2
+
+  scalars = {}
+  for path in glob.glob(os.path.join(logdir, 'events.out.tfevents.*')):
+    data = open(path, 'rb').read()
+    pos = 0
+    while pos < len(data):
+      (length,) = struct.unpack('<Q', data[pos : pos + 8])
+      event = event_pb2.Event.FromString(data[pos + 12 : pos + 12 + length])
+      pos += 12 + length + 4
+      for value in event.summary.value:
+        scalars.setdefault(value.tag, {})[event.step] = value.simple_value
+  return scalars
+
+
+def test_writers_csv_tensorboard_and_plot(tmp_path, digits_data, dropout_model, dropout_process):
+  train, sampler, preprocess = _setup(digits_data, dropout_model)
+  evaluation = FederatedEvaluation(dropout_model, digits_data[1], batch_size=50)
+  writers = [
+      CsvWriter(tmp_path / 'metrics.csv'),
+      TensorBoardWriter(tmp_path / 'tb'),
+      CurvePlot(tmp_path / 'curves.png', title='test'),
+  ]
+  result = run_training_process(
+      dropout_process,
+      train,
+      sampler,
+      3,
+      client_preprocess=preprocess,
+      evaluation=evaluation,
+      eval_every=2,
+      metrics_writers=writers,
+      progress='none',
+  )
+  with open(tmp_path / 'metrics.csv') as f:
+    reader = csv.DictReader(f)
+    rows = list(reader)
+  columns = reader.fieldnames
+  assert columns[:3] == ['round', 'num_clients', 'elapsed_s']
+  for name in [
+      'client_work/train/accuracy',
+      'client_work/train/loss',
+      'client_work/train/num_examples',
+      'eval/accuracy',
+      'eval/loss',
+      'eval/num_examples',
+  ]:
+    assert name in columns
+  assert [r['round'] for r in rows] == ['1', '2', '3']
+  assert rows[0]['eval/accuracy'] == '' and rows[1]['eval/accuracy'] and rows[2]['eval/accuracy']
+  assert int(rows[1]['eval/num_examples']) == evaluation.num_examples
+
+  scalars = _tensorboard_scalars(tmp_path / 'tb')
+  assert sorted(scalars['client_work/train/accuracy']) == [1, 2, 3]
+  assert sorted(scalars['eval/accuracy']) == [2, 3]
+  np.testing.assert_allclose(
+      scalars['eval/accuracy'][3], result.history[-1]['eval/accuracy'], rtol=1e-6
+  )
+  png = (tmp_path / 'curves.png').read_bytes()
+  assert png[:8] == b'\x89PNG\r\n\x1a\n' and len(png) > 5000
+
+
+def test_progress_modes_are_quiet_off_a_terminal(
+    capsys, digits_data, dropout_model, dropout_process
+):
+  from fedjax_like.simulation.progress import Progress
+
+  assert Progress(3, mode='auto').mode == 'none'  # pytest's stderr is not a terminal
+  train, sampler, preprocess = _setup(digits_data, dropout_model)
+  evaluation = FederatedEvaluation(dropout_model, digits_data[1], batch_size=50)
+  run_training_process(
+      dropout_process,
+      train,
+      sampler,
+      2,
+      client_preprocess=preprocess,
+      evaluation=evaluation,
+      eval_every=2,
+      progress='log',
+  )
+  err = capsys.readouterr().err
+  assert 'round 2/2' in err and 'clients/s' in err and 'eval accuracy' in err
