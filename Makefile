@@ -1,5 +1,6 @@
 # Two commands work on a fresh machine with only Python >= 3.10 and pip:
-#   make run   - the quickstart (federated EMNIST if cached, else the offline digits)
+#   make run   - a short real experiment through the CLI (offline digits: train, evaluate,
+#                checkpoint, CSV, TensorBoard, plot); examples/quickstart.py is the TFF seed program
 #   make test  - the whole test suite on CPU
 PYTHON ?= python3
 VENV   ?= .venv

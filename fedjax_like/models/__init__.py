@@ -1,6 +1,7 @@
-"""Models as pure functions, and adapters from Flax (linen and nnx)."""
+"""Models as pure functions, adapters from Flax (linen and nnx), and a zoo of standard models."""
 
+from fedjax_like.models import zoo
 from fedjax_like.models.flax import from_linen, from_nnx
 from fedjax_like.models.model import Model, ModelWeights, accuracy, softmax_cross_entropy
 
-__all__ = ['Model', 'ModelWeights', 'accuracy', 'from_linen', 'from_nnx', 'softmax_cross_entropy']
+__all__ = ['Model', 'ModelWeights', 'accuracy', 'from_linen', 'from_nnx', 'softmax_cross_entropy', 'zoo']
