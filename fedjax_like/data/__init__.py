@@ -1,9 +1,9 @@
-"""Federated data, host side: ClientData, a client's Dataset, cohort packing, and sources."""
+"""Federated data, host side: ClientData, a client's Dataset, cohort packing, samplers, sources."""
 
+from fedjax_like.data import sampling, sources
 from fedjax_like.data.client_data import ClientData
 from fedjax_like.data.dataset import BatchedDataset, Dataset
 from fedjax_like.data.packing import PackedCohort, pack_cohort, validate_cohort
-from fedjax_like.data import sources
 from fedjax_like.data.sources import digits, emnist
 
 __all__ = [
@@ -14,5 +14,7 @@ __all__ = [
     'digits',
     'emnist',
     'pack_cohort',
+    'sampling',
+    'sources',
     'validate_cohort',
 ]

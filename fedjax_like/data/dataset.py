@@ -18,9 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import numpy as np
-
 import jax.tree_util as jtu
+import numpy as np
 from jax import ShapeDtypeStruct
 
 PyTree = Any
