@@ -50,17 +50,34 @@ clients = [
     .batch(4)
     for n in (7, 13, 4, 10, 5, 9, 3, 8, 11, 6, 2)
 ]
-results = {}
-for shard in (False, True):
-  with cohort.execution('auto', shard=shard):
-    process = fl.learning.algorithms.build_weighted_fed_avg(
+clients = [d for d in clients]
+for i, d in enumerate(clients):
+  d.client_id = f'client_{i}'  # stateful clients (SCAFFOLD) are keyed by id
+builders = {
+    'weighted': lambda: fl.learning.algorithms.build_weighted_fed_avg(
         model, fl.learning.optimizers.build_sgdm(0.1, momentum=0.9)
-    )
-    state = process.initialize()
-    for _ in range(3):
-      state, metrics = process.next(state, clients)
-    results[shard] = (state.global_model_weights, metrics)
-jax.tree.map(
-    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), results[False], results[True]
-)
+    ),
+    # Uniform weighting would count padding clients if they were not masked out.
+    'unweighted': lambda: fl.learning.algorithms.build_unweighted_fed_avg(
+        model, fl.learning.optimizers.build_sgdm(0.1)
+    ),
+    'scaffold': lambda: fl.learning.algorithms.build_scaffold(
+        model, client_learning_rate=0.1, num_total_clients=len(clients)
+    ),
+}
+for name, build in builders.items():
+  results = {}
+  for shard in (False, True):
+    with cohort.execution('auto', shard=shard):
+      process = build()
+      state = process.initialize()
+      for _ in range(3):
+        state, metrics = process.next(state, clients)  # 11 clients: padded to 16 when sharded
+      results[shard] = (state.global_model_weights, metrics)
+  jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+      results[False],
+      results[True],
+  )
+  print(name, 'sharded == single device')
 print('SHARDED OK')

@@ -107,11 +107,11 @@ class ClientWorkProcess(NamedTuple):
   name: str = 'client_work'
 
 
-def sum_stored(stacked: PyTree) -> PyTree:
-  """The sum over clients of materialized per-client values ``[clients, ...]`` (``()`` stays)."""
+def sum_stored(stacked: PyTree, client_mask: jax.Array | None = None) -> PyTree:
+  """The sum over the real clients of per-client values ``[clients, ...]`` (``()`` stays)."""
   if not jax.tree.leaves(stacked):
     return stacked
-  return federated_sum(FederatedValue(stacked, CLIENTS)).value
+  return federated_sum(FederatedValue(stacked, CLIENTS, mask=client_mask)).value
 
 
 def client_data_type(model: Model, num_steps: int = 1, batch_size: int = 1) -> tuple[PyTree, Any]:

@@ -35,6 +35,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 from fedjax_like.aggregators.factory import (
     AggregationProcess,
@@ -178,7 +179,7 @@ def compose_learning_process(
     weight = weight if aggregator.is_weighted else None
     return aggregator.next(state, update, weight)
 
-  def clients_fused(state, weights_at_clients, batches, mask):
+  def clients_fused(state, weights_at_clients, batches, mask, real):
     prepared, client_inputs = cw_form.prepare(state.client_work, mask.shape[0])
     agg_prepared = agg_form.prepare(state.aggregator)
 
@@ -194,7 +195,7 @@ def compose_learning_process(
             weights_at_clients,
             federated_broadcast(federated_value(prepared, SERVER)),
             federated_broadcast(federated_value(agg_prepared, SERVER)),
-            FederatedValue((batches, mask, client_inputs), CLIENTS),
+            FederatedValue((batches, mask, client_inputs), CLIENTS, mask=real),
         ),
     )
     agg_summed, cw_summed = federated_sum(summands).value
@@ -203,10 +204,11 @@ def compose_learning_process(
     update = federated_value(agg_out.result, SERVER)
     return cw_state, cw_measurements, agg_out._replace(result=update), None
 
-  def clients_materialized(state, weights_at_clients, batches, mask, client_states):
+  def clients_materialized(state, weights_at_clients, batches, mask, client_states, real):
     cw_state = state.client_work.server if stateful else state.client_work
     if cw_form is None:
-      out = client_work.next(cw_state, weights_at_clients, FederatedValue((batches, mask), CLIENTS))
+      data = FederatedValue((batches, mask), CLIENTS, mask=real)
+      out = client_work.next(cw_state, weights_at_clients, data)
       results, cw_state, measurements, new_states = out.result, out.state, out.measurements, None
       update, weight = results[0], results[1]
     else:
@@ -216,12 +218,12 @@ def compose_learning_process(
           (
               weights_at_clients,
               federated_broadcast(federated_value(prepared, SERVER)),
-              FederatedValue((batches, mask, client_inputs, client_states), CLIENTS),
+              FederatedValue((batches, mask, client_inputs, client_states), CLIENTS, mask=real),
           ),
       ).value
-      cw_state, measurements = cw_form.report(cw_state, sum_stored(outputs.summands))
-      update = FederatedValue(outputs.result.update, CLIENTS)
-      weight = FederatedValue(outputs.result.update_weight, CLIENTS)
+      cw_state, measurements = cw_form.report(cw_state, sum_stored(outputs.summands, real))
+      update = FederatedValue(outputs.result.update, CLIENTS, mask=real)
+      weight = FederatedValue(outputs.result.update_weight, CLIENTS, mask=real)
       new_states = outputs.client_state if stateful else None
     if stateful:
       cw_state = StatefulClientWorkState(cw_state, None)
@@ -234,15 +236,16 @@ def compose_learning_process(
     """One round: distributor -> client work -> aggregator -> finalizer, typed by placement."""
     state = server_state.value
     batches, mask, *rest = client_data.value
+    real = client_data.mask  # False for padding clients (e.g. added to fill a device mesh)
     weights_at_server = federated_value(state.global_model_weights, SERVER)
     dist_out = distributor.next(state.distributor, weights_at_server)
     if fused:
       cw_state, cw_measurements, agg_out, new_states = clients_fused(
-          state, dist_out.result, batches, mask
+          state, dist_out.result, batches, mask, real
       )
     else:
       cw_state, cw_measurements, agg_out, new_states = clients_materialized(
-          state, dist_out.result, batches, mask, rest[0] if stateful else ()
+          state, dist_out.result, batches, mask, rest[0] if stateful else (), real
       )
     fin_out = finalizer.next(state.finalizer, weights_at_server, agg_out.result)
     new_state = LearningAlgorithmState(
@@ -263,7 +266,10 @@ def compose_learning_process(
     return new_state, metrics
 
   def round_fn(state: LearningAlgorithmState, batches, mask, *client_states):
-    return round_computation(state, (batches, mask, *client_states))
+    # Clients without a single example are padding (validation rejects empty real clients): they
+    # are masked out of every reduction, so padding a cohort to fill devices changes nothing.
+    real = jnp.any(mask, axis=tuple(range(1, mask.ndim)))
+    return round_computation(state, (batches, mask, *client_states), client_mask=real)
 
   return LearningProcess(
       client_work.model,
