@@ -57,7 +57,7 @@ def load_task():
     dataset = source.dataset_for_client(client_id).map(
         lambda e: ((1.0 - e['pixels']).reshape(-1), e['label'])
     )
-    return dataset.shuffle(seed).batch(BATCH) if seed is not None else dataset.batch(BATCH)
+    return dataset.shuffle(seed=seed).batch(BATCH) if seed is not None else dataset.batch(BATCH)
 
   ids = train.client_ids
   train_sets = {c: client(train, c, seed=i) for i, c in enumerate(ids)}

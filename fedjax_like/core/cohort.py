@@ -158,18 +158,6 @@ def mesh(config: ExecutionConfig | None = None) -> Mesh | None:
   return Mesh(np.array(devices), (CLIENTS_AXIS,))
 
 
-def client_sharding(config: ExecutionConfig | None = None):
-  """The sharding that splits a leading cohort axis over the mesh (None without one)."""
-  m = mesh(config)
-  return None if m is None else NamedSharding(m, PartitionSpec(CLIENTS_AXIS))
-
-
-def pad_clients_to(num_clients: int, config: ExecutionConfig | None = None) -> int:
-  """The cohort size a packer should pad to so that shards split it evenly."""
-  m = mesh(config)
-  return num_clients if m is None else -(-num_clients // m.size) * m.size
-
-
 def _put(tree: PyTree, sharding) -> PyTree:
   """Host (or local) arrays -> global arrays with ``sharding``; each process supplies its shards."""
 

@@ -271,6 +271,7 @@ class FederatedComputation:
     """
     raw, masks, federated_args = self._prepare(args, kwargs, client_mask)
     out = self._jitted(cohort.current_config(), raw, masks)
+    self._last_signature = self._signatures[_abstract_key(raw, masks)]  # this call's, not the last trace's
     if not federated_args:
       return out
     signature = self._signatures[_abstract_key(raw, masks)]

@@ -203,6 +203,8 @@ def federated_sum(value: FederatedValue) -> FederatedValue:
 def federated_mean(value: FederatedValue, weight: FederatedValue | None = None) -> FederatedValue:
   """``{T}@CLIENTS -> T@SERVER``: ``sum_i w_i x_i / sum_i w_i`` (unweighted when weight is None).
 
+  Integer members are averaged as float32 (the mean of 1 and 2 is 1.5).
+
   Args:
     value: the per-client values.
     weight: per-client scalar weights ``{float32}@CLIENTS``; clients of weight 0 (and masked
@@ -216,6 +218,8 @@ def federated_mean(value: FederatedValue, weight: FederatedValue | None = None) 
 
   def weigh(x, w):
     w = jnp.asarray(w, jnp.float32)
+    # A mean is fractional: integer (and bool) members are averaged as floats.
+    x = jax.tree.map(lambda a: a if jnp.issubdtype(a.dtype, jnp.inexact) else a.astype(jnp.float32), x)
     return tree.scale(x, w), w
 
   weighted_total, total_weight = federated_sum(federated_map(weigh, (value, weight))).value

@@ -72,8 +72,3 @@ def weighted_mean(stacked: PyTree, weights: jax.Array) -> PyTree:
   total = jnp.sum(weights)
   safe = jnp.where(total > 0, total, 1.0)
   return jax.tree.map(lambda s: s / safe.astype(s.dtype), weighted_sum(stacked, weights))
-
-
-def sum_leading(stacked: PyTree) -> PyTree:
-  """Sum over the leading (cohort) axis of every leaf."""
-  return jax.tree.map(lambda x: jnp.sum(x, axis=0), stacked)

@@ -88,24 +88,37 @@ class Dataset:
     mapped = [fn(example) for example in self]
     return self._with(jtu.tree_map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *mapped))
 
-  def shuffle(self, seed: int, buffer_size: int | None = None) -> Dataset:
-    """A seeded random permutation of the examples.
+  def shuffle(self, buffer_size: int | None = None, seed: int | None = None,
+              reshuffle_each_iteration: bool | None = None) -> Dataset:
+    """A random permutation of the examples, reproducible when ``seed`` is given.
 
-    ``buffer_size`` is accepted for ``tf.data`` compatibility: a buffer at least as large as the
-    dataset is a full shuffle, which is what this does; a smaller one is not emulated.
+    Arguments follow ``tf.data.Dataset.shuffle(buffer_size, seed=None, ...)`` so ported code runs
+    unchanged. A buffer at least as large as the dataset is a full shuffle, which is what this does
+    for any ``buffer_size`` (a smaller buffer's partial shuffle is not emulated).
+    ``reshuffle_each_iteration`` is accepted and ignored: the dataset is materialized, so shuffle
+    after ``repeat`` (or shuffle each epoch yourself) for a new order per epoch.
     """
-    del buffer_size
+    del buffer_size, reshuffle_each_iteration
     order = np.random.default_rng(seed).permutation(len(self))
     return self._with(jtu.tree_map(lambda a: a[order], self.elements))
 
-  def repeat(self, count: int) -> Dataset:
+  def repeat(self, count: int | None = None) -> Dataset:
     """The examples ``count`` times over, in order (``count`` must be a positive integer)."""
+    if count is None:
+      raise ValueError(
+          'repeat() without a count repeats forever in tf.data; a client dataset here is finite: '
+          'pass the number of local epochs, e.g. .repeat(10).'
+      )
     if not isinstance(count, (int, np.integer)) or count < 1:
       raise ValueError(f'repeat(count) needs a positive integer count; got {count!r}.')
     return self._with(jtu.tree_map(lambda a: np.concatenate([a] * int(count)), self.elements))
 
   def take(self, count: int) -> Dataset:
-    """The first ``count`` examples."""
+    """The first ``count`` examples (all of them when ``count`` is -1, as in ``tf.data``)."""
+    if count == -1:
+      return self
+    if not isinstance(count, (int, np.integer)) or count < 0:
+      raise ValueError(f'take(count) needs a non-negative integer or -1; got {count!r}.')
     return self._with(jtu.tree_map(lambda a: a[:count], self.elements))
 
   def batch(self, batch_size: int, drop_remainder: bool = False) -> BatchedDataset:

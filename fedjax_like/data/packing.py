@@ -16,7 +16,6 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-import jax
 import jax.tree_util as jtu
 import numpy as np
 
@@ -212,8 +211,3 @@ def validate_cohort(packed: PackedCohort, model) -> PackedCohort:
 
   batches = {'x': x, 'y': y} if isinstance(packed.batches, dict) else (x, y)
   return PackedCohort(batches, packed.mask, packed.client_ids)
-
-
-def device_put_cohort(packed: PackedCohort, sharding=None) -> tuple[PyTree, jax.Array]:
-  """Moves a packed cohort's arrays to the device (optionally with a sharding)."""
-  return jax.device_put((packed.batches, packed.mask), sharding)

@@ -2,8 +2,9 @@
 
 The module is turned into pure functions once, here; nothing downstream holds the module object.
 
-- ``from_linen(module, input_spec)``: weights are the variables from ``module.init``; the
-  ``'params'`` collection is trainable, every other collection is non-trainable.
+- ``from_linen(module, input_spec)``: weights are the ``'params'`` collection from ``module.init``.
+  Modules with mutable collections (BatchNorm's ``batch_stats``) are refused with a clear error:
+  aggregating running statistics across clients is not supported yet.
 - ``from_nnx(module_or_factory, input_spec)``: the module is split with ``nnx.split`` into a graph
   definition and state; ``nnx.Param`` variables are trainable, the rest non-trainable. Weights are
   held as plain nested dicts of arrays (``State.to_pure_dict``), the same layout linen uses, and
@@ -69,11 +70,18 @@ def from_linen(
   """
   spec = _as_spec(input_spec)
   takes_train = _accepts(module.__call__, 'train')
+  collections = jax.eval_shape(lambda: module.init(jax.random.key(0), _dummy_batch(spec[0])))
+  mutable = sorted(set(collections) - {'params'})
+  if mutable:
+    raise ValueError(
+        f'from_linen: the module keeps mutable collections {mutable} (e.g. BatchNorm\'s '
+        'batch_stats), whose updates during local training are not aggregated yet. Use a '
+        'normalization without running statistics (GroupNorm or LayerNorm) instead.'
+    )
 
   def init_fn(rng):
     variables = dict(module.init(rng, _dummy_batch(spec[0])))
-    trainable = variables.pop('params', {})
-    return ModelWeights(trainable, variables)
+    return ModelWeights(variables.pop('params', {}), variables)
 
   def apply_fn(weights: ModelWeights, x, rng=None, train=False):
     variables = {'params': weights.trainable, **weights.non_trainable}
@@ -88,6 +96,19 @@ def from_linen(
       loss_fn=loss_fn,
       metric_fns=dict(metric_fns) if metric_fns is not None else {'accuracy': accuracy},
   )
+
+
+def _set_mode(module: nnx.Module, train: bool) -> None:
+  """Training or inference behaviour (Dropout, BatchNorm statistics) for this call."""
+  module.train() if train else module.eval()
+
+
+def _reseed(module: nnx.Module, rng) -> None:
+  """Gives every RNG stream of the module a key derived from ``rng`` (fresh dropout masks per
+  step and client, instead of the stream stored with the weights)."""
+  tags = sorted({s.tag for _, s in nnx.iter_graph(module) if isinstance(s, nnx.RngStream)})
+  if tags:
+    nnx.reseed(module, **{tag: jax.random.fold_in(rng, i) for i, tag in enumerate(tags)})
 
 
 def from_nnx(
@@ -115,10 +136,13 @@ def from_nnx(
     return state
 
   def apply_fn(weights: ModelWeights, x, rng=None, train=False):
-    del rng, train
     params = as_state(params_template, weights.trainable)
     rest = as_state(rest_template, weights.non_trainable)
-    return nnx.merge(graphdef, params, rest)(x)
+    model = nnx.merge(graphdef, params, rest)
+    _set_mode(model, train)
+    if rng is not None:
+      _reseed(model, rng)
+    return model(x)
 
   return Model(
       init_fn=init_fn,

@@ -280,3 +280,18 @@ def test_fed_avg_round_as_a_federated_computation_matches_numpy():
       '<<weights=float32[3],momentum=float32[3]>@SERVER,'
       '<loss=float32,num_examples=float32>@SERVER>)'
   )
+
+
+def test_type_signature_follows_the_latest_call_not_the_latest_trace():
+  import numpy as np
+
+  from fedjax_like.core import CLIENTS, federated_computation, federated_sum
+
+  @federated_computation(CLIENTS)
+  def total(x):
+    return federated_sum(x)
+
+  total(np.ones((2, 3), np.float32))
+  total(np.ones((2, 5), np.float32))
+  total(np.ones((2, 3), np.float32))  # cached: not traced again
+  assert str(total.type_signature) == '({float32[3]}@CLIENTS -> float32[3]@SERVER)'

@@ -322,3 +322,10 @@ def test_sequence_reduce_over_ragged_client_batches(strategy, chunk):
   np.testing.assert_array_equal(steps_used, example_mask.any(axis=2).sum(axis=1))
   with pytest.raises(TypeError, match=r'sequence_reduce expects .*@CLIENTS; got .*@SERVER'):
     sequence_reduce(federated_value(x[0], SERVER), 0.0, lambda a, s: a)
+
+
+def test_mean_of_integers_is_fractional():
+  values = FederatedValue(np.array([1, 2, 6], np.int32), CLIENTS)
+  weights = FederatedValue(np.array([0.5, 0.5, 0.0], np.float32), CLIENTS)
+  np.testing.assert_allclose(federated_mean(values, weights).value, 1.5)
+  np.testing.assert_allclose(federated_mean(values).value, 3.0)

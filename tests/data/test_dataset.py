@@ -115,3 +115,14 @@ def test_digits_load_data_is_emnist_shaped():
   assert px.min() >= 0.0 and px.max() <= 1.0 and np.median(px) > 0.9  # background is 1.0
   total = sum(train.client_sizes().values()) + sum(test.client_sizes().values())
   assert total == 1797
+
+
+def test_tf_data_argument_conventions():
+  ds = make(10)
+  # tf.data's order: shuffle(buffer_size, seed=...).
+  np.testing.assert_array_equal(
+      ds.shuffle(100, seed=5).elements['label'], ds.shuffle(seed=5).elements['label']
+  )
+  assert len(ds.take(-1)) == 10 and len(ds.take(3)) == 3
+  with pytest.raises(ValueError, match='repeats forever'):
+    ds.repeat()

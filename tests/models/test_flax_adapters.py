@@ -95,3 +95,38 @@ def test_metric_sums_ignore_masked_examples():
   np.testing.assert_allclose(sums['loss'], -logp[np.arange(2), y[:2]].sum(), rtol=1e-5)
   assert float(sums['num_examples']) == 2
   np.testing.assert_allclose(sums['accuracy'], (logits.argmax(1) == y[:2]).sum())
+
+
+class NnxDropout(nnx.Module):
+  def __init__(self, rngs):
+    self.linear = nnx.Linear(4, 3, rngs=rngs)
+    self.dropout = nnx.Dropout(0.5, rngs=rngs)
+
+  def __call__(self, x):
+    return self.dropout(self.linear(x))
+
+
+def test_nnx_dropout_follows_the_key_in_training_and_is_off_in_evaluation():
+  spec = (jax.ShapeDtypeStruct((4,), jnp.float32), jax.ShapeDtypeStruct((), jnp.int32))
+  model = fl.models.from_nnx(lambda rngs: NnxDropout(rngs), spec)
+  weights = model.init_fn(jax.random.key(0))
+  x = np.ones((16, 4), np.float32)
+  train = jax.jit(lambda w, x, k: model.apply_fn(w, x, k, True))
+  evaluate = jax.jit(lambda w, x: model.apply_fn(w, x, None, False))
+  a, b = train(weights, x, jax.random.key(1)), train(weights, x, jax.random.key(2))
+  assert not np.allclose(a, b)  # a new key gives a new dropout mask
+  np.testing.assert_array_equal(a, train(weights, x, jax.random.key(1)))
+  linear = x @ np.asarray(weights.trainable['linear']['kernel']) + weights.trainable['linear']['bias']
+  np.testing.assert_allclose(evaluate(weights, x), linear, rtol=1e-6, atol=1e-6)
+
+
+def test_linen_batch_norm_is_refused_with_a_clear_error():
+  class WithBatchNorm(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+      return nn.Dense(3)(nn.BatchNorm(use_running_average=not train)(x))
+
+  import pytest
+
+  with pytest.raises(ValueError, match='batch_stats.*GroupNorm'):
+    fl.models.from_linen(WithBatchNorm(), SPEC)

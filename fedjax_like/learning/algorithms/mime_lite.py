@@ -110,10 +110,10 @@ def build_mime_lite_client_work(
     del client_state
     optimizer_state, gradient_prepared = prepared
     batches, mask = data
-    rng = jax.random.wrap_key_data(key)
-    full_gradient, _ = full_batch_gradient(model, weights, batches, mask, rng)
+    gradient_rng, training_rng = jax.random.split(jax.random.wrap_key_data(key))
+    full_gradient, _ = full_batch_gradient(model, weights, batches, mask, gradient_rng)
     trained = local_training(
-        model, with_fixed_state(optimizer, optimizer_state), weights, batches, mask, rng
+        model, with_fixed_state(optimizer, optimizer_state), weights, batches, mask, training_rng
     )
     update = tree.sub(weights.trainable, trained.trainable)
     weight = client_weight(client_weighting, trained.num_examples)
