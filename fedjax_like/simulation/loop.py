@@ -165,9 +165,9 @@ def run_training_process(
   checkpointer = None
   if checkpoint_dir is not None:
     if getattr(process, 'stateful_clients', False):
-      raise NotImplementedError(
-          f'{process!r} keeps per-client state in a host-side store, which the checkpoints do not '
-          'save yet; run it with checkpoint_dir=None.'
+      raise ValueError(
+          f'{process!r} keeps per-client state in a host-side store, which checkpoints do not '
+          'save (only server state is checkpointed); run it with checkpoint_dir=None.'
       )
     checkpointer = Checkpointer(checkpoint_dir, max_to_keep=keep_checkpoints)
     if checkpointer.latest_round() is not None:

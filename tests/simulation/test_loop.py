@@ -228,3 +228,27 @@ def test_progress_modes_are_quiet_off_a_terminal(
   )
   err = capsys.readouterr().err
   assert 'round 2/2' in err and 'clients/s' in err and 'eval accuracy' in err
+
+
+def test_stateful_clients_refuse_checkpoints_clearly(tmp_path):
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  import pytest
+
+  import fedjax_like as fl
+  from fedjax_like.data import ClientData
+  from fedjax_like.data.sampling import UniformSampler
+  from fedjax_like.simulation import run_training_process
+
+  spec = (jax.ShapeDtypeStruct((3,), jnp.float32), jax.ShapeDtypeStruct((), jnp.int32))
+  process = fl.learning.algorithms.build_scaffold(
+      fl.models.from_linen(nn.Dense(2), spec), client_learning_rate=0.1, num_total_clients=2
+  )
+  data = ClientData.from_clients_dict(
+      {c: (np.ones((4, 3), np.float32), np.zeros(4, np.int32)) for c in ('a', 'b')}
+  )
+  with pytest.raises(ValueError, match='per-client state.*checkpoint_dir=None'):
+    run_training_process(process, data, UniformSampler(data.client_ids, 2, seed=0), 1,
+                         checkpoint_dir=str(tmp_path / 'ckpt'))
