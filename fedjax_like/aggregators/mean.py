@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 
 from fedjax_like.aggregators.factory import (
@@ -44,8 +43,7 @@ def _mean_form() -> MapReduceForm:
 
   def report(state, summed):
     weighted_total, total_weight, non_finite = summed
-    safe = jnp.where(total_weight > 0, total_weight, 1.0)
-    mean = jax.tree.map(lambda s: s / safe.astype(s.dtype), weighted_total)
+    mean = tree.divide_by_total(weighted_total, total_weight)
     measurements = {
         'mean_weight': total_weight,
         'num_clients_non_finite': non_finite.astype(jnp.int32),

@@ -239,6 +239,14 @@ def _pad(tree: PyTree, num_clients: int, padded: int) -> PyTree:
   )
 
 
+def _in_chunks(tree: PyTree, num_clients: int, chunk: int) -> PyTree:
+  """``[n, ...]`` -> ``[num_chunks, chunk, ...]``, padding the cohort with zero clients."""
+  padded = -(-num_clients // chunk) * chunk
+  return jax.tree.map(
+      lambda x: x.reshape((-1, chunk) + x.shape[1:]), _pad(tree, num_clients, padded)
+  )
+
+
 def _masked(valid, tree: PyTree) -> PyTree:
   """Zeros where ``valid`` (``[n]``) is False, along the leading axis; NaN-safe."""
 
@@ -257,8 +265,7 @@ def _local_map(call, broadcast, mapped, n, strategy, chunk):
     return jax.vmap(lambda m: call(broadcast, m))(mapped)
   if strategy == 'sequential':
     return jax.lax.map(lambda m: call(broadcast, m), mapped)
-  padded = -(-n // chunk) * chunk
-  chunked = jax.tree.map(lambda x: x.reshape((-1, chunk) + x.shape[1:]), _pad(mapped, n, padded))
+  chunked = _in_chunks(mapped, n, chunk)
   out = jax.lax.map(lambda c: jax.vmap(lambda m: call(broadcast, m))(c), chunked)
   return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:])[:n], out)
 
@@ -280,9 +287,7 @@ def _local_sum(call, broadcast, mapped, valid, strategy, chunk):
 
     return jax.lax.scan(step, zeros, (mapped, valid))[0]
 
-  padded = -(-n // chunk) * chunk
-  chunked = jax.tree.map(lambda x: x.reshape((-1, chunk) + x.shape[1:]), _pad(mapped, n, padded))
-  chunk_valid = _pad(valid, n, padded).reshape(-1, chunk)
+  chunked, chunk_valid = _in_chunks((mapped, valid), n, chunk)
 
   def chunk_step(total, inputs):
     m, ok = inputs

@@ -223,8 +223,7 @@ def federated_mean(value: FederatedValue, weight: FederatedValue | None = None) 
     return tree.scale(x, w), w
 
   weighted_total, total_weight = federated_sum(federated_map(weigh, (value, weight))).value
-  safe = jnp.where(total_weight > 0, total_weight, 1.0)
-  return FederatedValue(jax.tree.map(lambda s: s / safe.astype(s.dtype), weighted_total), SERVER)
+  return FederatedValue(tree.divide_by_total(weighted_total, total_weight), SERVER)
 
 
 def _extreme_identity(dtype, largest: bool):

@@ -67,8 +67,12 @@ def weighted_sum(stacked: PyTree, weights: jax.Array) -> PyTree:
   return jax.tree.map(lambda x: jnp.tensordot(weights.astype(x.dtype), x, axes=1), stacked)
 
 
+def divide_by_total(sums: PyTree, total) -> PyTree:
+  """``sums / total`` leaf by leaf, and zeros when ``total`` is 0 (a mean over nothing)."""
+  safe = jnp.where(total > 0, total, 1.0)
+  return jax.tree.map(lambda s: s / jnp.asarray(safe).astype(s.dtype), sums)
+
+
 def weighted_mean(stacked: PyTree, weights: jax.Array) -> PyTree:
   """``sum_i w_i x_i / sum_i w_i`` over the leading axis; zero when all weights are zero."""
-  total = jnp.sum(weights)
-  safe = jnp.where(total > 0, total, 1.0)
-  return jax.tree.map(lambda s: s / safe.astype(s.dtype), weighted_sum(stacked, weights))
+  return divide_by_total(weighted_sum(stacked, weights), jnp.sum(weights))

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fedjax_like.core import cohort
+from fedjax_like.core import cohort, tree
 
 PyTree = Any
 Array = jax.Array
@@ -132,7 +132,6 @@ class Model:
   def finalize_metrics(sums: Mapping[str, Array]) -> dict[str, Array]:
     """Divides each metric sum by ``num_examples`` once; ``num_examples`` is reported as is."""
     count = sums['num_examples']
-    safe = jnp.where(count > 0, count, 1.0)
-    out = {name: value / safe for name, value in sums.items() if name != 'num_examples'}
+    out = tree.divide_by_total({k: v for k, v in sums.items() if k != 'num_examples'}, count)
     out['num_examples'] = count.astype(jnp.int32) if hasattr(count, 'astype') else count
     return out
