@@ -9,6 +9,11 @@ A checkpoint after round ``r`` is the directory ``<checkpoint_dir>/<r>/`` holdin
 - ``meta/metadata``: JSON with the round number, the sampler's description (its position is the
   round), the run information the loop was given (seed, config) and the metrics history.
 
+Per-client state kept on the host (SCAFFOLD's control variates, a
+:class:`~fedjax_like.learning.client_states.ClientStates` store) is saved as plain arrays: the
+initial state and the seen clients' states stacked in sorted-id order, with the ids in the JSON
+metadata; restoring rebuilds the store, so stateful algorithms resume exactly too.
+
 Atomicity is orbax's: a checkpoint is written into ``<r>.orbax-checkpoint-tmp-<id>/`` and renamed to
 ``<r>/`` only once complete (with ``commit_success.txt`` inside), so a process killed mid-write
 leaves a temporary directory that is never taken as a checkpoint and is removed when the directory
@@ -24,6 +29,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from fedjax_like.learning.client_states import ClientStates
 
 PyTree = Any
 
@@ -43,6 +51,57 @@ def _from_saved(restored: PyTree, template: PyTree) -> PyTree:
     return saved
 
   return jax.tree.map(rewrap, restored, template)
+
+
+def _is_store(x) -> bool:
+  return isinstance(x, ClientStates)
+
+
+def _stores_as_arrays(state: PyTree) -> tuple[PyTree, list[list[str]]]:
+  """Replaces each host-side per-client store with plain arrays: ``{'initial', 'seen'}``, the seen
+  clients' states stacked in sorted-id order; returns the ids (for the JSON metadata) alongside."""
+  ids_per_store = []
+
+  def convert(x):
+    if not _is_store(x):
+      return x
+    ids = x.client_ids
+    ids_per_store.append(ids)
+    arrays = {'initial': x.initial}
+    if ids:
+      arrays['seen'] = x.gather(ids)
+    return arrays
+
+  return jax.tree.map(convert, state, is_leaf=_is_store), ids_per_store
+
+
+def _store_template(template: PyTree, ids_per_store: list[list[str]]) -> PyTree:
+  """``template`` with each store shaped as the saved arrays of ``ids_per_store``."""
+  ids = iter(ids_per_store)
+
+  def convert(x):
+    if not _is_store(x):
+      return x
+    seen = next(ids)
+    arrays = {'initial': x.initial}
+    if seen:
+      arrays['seen'] = jax.tree.map(lambda a: np.zeros((len(seen),) + a.shape, a.dtype), x.initial)
+    return arrays
+
+  return jax.tree.map(convert, template, is_leaf=_is_store)
+
+
+def _arrays_as_stores(restored: PyTree, template: PyTree, ids_per_store) -> PyTree:
+  ids = iter(ids_per_store)
+
+  def convert(like, saved):
+    if not _is_store(like):
+      return saved
+    seen = next(ids)
+    states = {c: jax.tree.map(lambda a, i=i: np.asarray(a[i]), saved['seen']) for i, c in enumerate(seen)}
+    return ClientStates(saved['initial'], states)
+
+  return jax.tree.map(convert, template, restored, is_leaf=_is_store)
 
 
 def _abstract(tree: PyTree) -> PyTree:
@@ -99,9 +158,10 @@ class Checkpointer:
   def save(self, round_num: int, state: PyTree, meta: dict[str, Any]) -> None:
     """Writes and commits the checkpoint of ``round_num`` (waits for the state's device values)."""
     ocp = self._ocp
+    arrays, ids_per_store = _stores_as_arrays(state)
     args = ocp.args.Composite(
-        state=ocp.args.StandardSave(_to_savable(state)),
-        meta=ocp.args.JsonSave(dict(meta, round=int(round_num))),
+        state=ocp.args.StandardSave(_to_savable(arrays)),
+        meta=ocp.args.JsonSave(dict(meta, round=int(round_num), client_state_ids=ids_per_store)),
     )
     self._manager.save(int(round_num), args=args, force=True)
     self._manager.wait_until_finished()
@@ -120,18 +180,24 @@ class Checkpointer:
     round_num = self.latest_round() if round_num is None else round_num
     if round_num is None or round_num not in self.all_rounds():
       raise FileNotFoundError(f'No committed checkpoint of round {round_num} in {self.directory}.')
-    args = ocp.args.Composite(
-        state=ocp.args.StandardRestore(_abstract(_to_savable(template))),
-        meta=ocp.args.JsonRestore(),
-    )
     try:
+      meta = self._manager.restore(round_num, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+      ids_per_store = dict(meta.meta).get('client_state_ids', [])
+      shaped = _store_template(template, ids_per_store)
+      args = ocp.args.Composite(
+          state=ocp.args.StandardRestore(_abstract(_to_savable(shaped))),
+          meta=ocp.args.JsonRestore(),
+      )
       restored = self._manager.restore(round_num, args=args)
     except (ValueError, KeyError, TypeError) as e:
       raise ValueError(
           f"The checkpoint of round {round_num} in {self.directory} does not match this run's "
           f'state (a different model or algorithm?): {e}'
       ) from e
-    return _from_saved(restored.state, template), dict(restored.meta)
+    state = _arrays_as_stores(_from_saved(restored.state, shaped), template, ids_per_store)
+    meta = dict(restored.meta)
+    meta.pop('client_state_ids', None)
+    return state, meta
 
   def close(self) -> None:
     self._manager.close()

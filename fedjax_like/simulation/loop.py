@@ -164,11 +164,6 @@ def run_training_process(
   start_round = 0
   checkpointer = None
   if checkpoint_dir is not None:
-    if getattr(process, 'stateful_clients', False):
-      raise ValueError(
-          f'{process!r} keeps per-client state in a host-side store, which checkpoints do not '
-          'save (only server state is checkpointed); run it with checkpoint_dir=None.'
-      )
     checkpointer = Checkpointer(checkpoint_dir, max_to_keep=keep_checkpoints)
     if checkpointer.latest_round() is not None:
       state, meta = checkpointer.restore(state)

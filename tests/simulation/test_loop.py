@@ -230,12 +230,12 @@ def test_progress_modes_are_quiet_off_a_terminal(
   assert 'round 2/2' in err and 'clients/s' in err and 'eval accuracy' in err
 
 
-def test_stateful_clients_refuse_checkpoints_clearly(tmp_path):
+def test_stateful_clients_resume_exactly_from_a_checkpoint(tmp_path):
+  """SCAFFOLD keeps control variates per client on the host: they are checkpointed too."""
   import flax.linen as nn
   import jax
   import jax.numpy as jnp
   import numpy as np
-  import pytest
 
   import fedjax_like as fl
   from fedjax_like.data import ClientData
@@ -243,12 +243,25 @@ def test_stateful_clients_refuse_checkpoints_clearly(tmp_path):
   from fedjax_like.simulation import run_training_process
 
   spec = (jax.ShapeDtypeStruct((3,), jnp.float32), jax.ShapeDtypeStruct((), jnp.int32))
-  process = fl.learning.algorithms.build_scaffold(
-      fl.models.from_linen(nn.Dense(2), spec), client_learning_rate=0.1, num_total_clients=2
-  )
-  data = ClientData.from_clients_dict(
-      {c: (np.ones((4, 3), np.float32), np.zeros(4, np.int32)) for c in ('a', 'b')}
-  )
-  with pytest.raises(ValueError, match='per-client state.*checkpoint_dir=None'):
-    run_training_process(process, data, UniformSampler(data.client_ids, 2, seed=0), 1,
-                         checkpoint_dir=str(tmp_path / 'ckpt'))
+  rng = np.random.default_rng(0)
+  data = ClientData.from_clients_dict({
+      f'c{i}': (rng.normal(size=(6, 3)).astype(np.float32), rng.integers(0, 2, 6).astype(np.int32))
+      for i in range(6)
+  })
+
+  def run(num_rounds, checkpoint_dir):
+    process = fl.learning.algorithms.build_scaffold(
+        fl.models.from_linen(nn.Dense(2), spec), client_learning_rate=0.1, num_total_clients=6
+    )
+    return run_training_process(
+        process, data, UniformSampler(data.client_ids, 2, seed=0), num_rounds,
+        checkpoint_dir=checkpoint_dir, checkpoint_every=1, progress='none',
+    ).state
+
+  straight = run(4, None)
+  run(2, str(tmp_path / 'ckpt'))  # interrupted after round 2 ...
+  resumed = run(4, str(tmp_path / 'ckpt'))  # ... and resumed from its checkpoint
+  for a, b in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed)):
+    np.testing.assert_array_equal(a, b)
+  store_a, store_b = straight.client_work.clients, resumed.client_work.clients
+  assert store_a.client_ids == store_b.client_ids and len(store_a) >= 2
