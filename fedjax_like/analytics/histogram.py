@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from fedjax_like.analytics.clipping import client_items
 from fedjax_like.core.intrinsics import (
@@ -30,6 +31,21 @@ def _bin_index(values: jax.Array, edges: jax.Array) -> jax.Array:
   num_bins = edges.shape[0] - 1
   index = jnp.searchsorted(edges, values, side='right') - 1
   return jnp.clip(index, 0, num_bins - 1)
+
+
+def _float32_edges(bin_edges) -> jax.Array:
+  """Edges for comparing float32 values exactly as ``np.histogram`` compares them in float64.
+
+  For a float32 ``x`` and a float64 edge ``e``, ``e <= x`` holds exactly when ``e32 <= x``, where
+  ``e32`` is the smallest float32 not below ``e``; so host edges are rounded up, not to nearest.
+  """
+  if isinstance(bin_edges, jax.core.Tracer):
+    return jnp.asarray(bin_edges, jnp.float32)
+  wide = np.asarray(bin_edges, np.float64)
+  edges = wide.astype(np.float32)
+  below = edges.astype(np.float64) < wide
+  edges[below] = np.nextafter(edges[below], np.float32(np.inf))
+  return jnp.asarray(edges)
 
 
 def federated_histogram(
@@ -50,7 +66,7 @@ def federated_histogram(
   Returns:
     ``int32[num_bins]@SERVER``, exactly ``np.histogram(clip(pooled, e_0, e_last), bin_edges)``.
   """
-  edges = jnp.asarray(bin_edges, jnp.float32)
+  edges = _float32_edges(bin_edges)
   if edges.ndim != 1 or edges.shape[0] < 2:
     raise ValueError(f'bin_edges must be 1-D with at least 2 edges; got shape {edges.shape}.')
   data = client_items('federated_histogram', values, item_mask, max_items_per_client)

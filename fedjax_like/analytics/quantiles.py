@@ -69,7 +69,14 @@ def federated_quantiles(
   data = client_items('federated_quantiles', values, item_mask, max_items_per_client)
   data = federated_map(lambda d: (jnp.clip(d[0].astype(jnp.float32), low, high), d[1]), data)
   total = federated_sum(federated_map(lambda d: jnp.sum(d[1].astype(jnp.int32)), data)).value
-  target = levels * total.astype(jnp.float32)
+  # The inverted-CDF quantile is the smallest x with count(<= x) >= ceil(q * N). q * N is formed in
+  # float32, so a whole number can come out a hair above it (0.3 * 100 = 30.000002): snap values
+  # within float32 rounding of an integer to it before taking the ceiling.
+  exact = levels * total.astype(jnp.float32)
+  nearest = jnp.round(exact)
+  tolerance = 8 * jnp.finfo(jnp.float32).eps * jnp.maximum(total.astype(jnp.float32), 1.0)
+  needed = jnp.ceil(jnp.where(jnp.abs(exact - nearest) <= tolerance, nearest, exact))
+  needed = needed.astype(jnp.int32)
 
   def client_counts(d, thresholds):
     x, keep = d
@@ -81,7 +88,7 @@ def federated_quantiles(
     mid = 0.5 * (lo + hi)
     at_clients = federated_broadcast(federated_value(mid, SERVER))
     counts = federated_sum(federated_map(client_counts, (data, at_clients))).value
-    left = counts.astype(jnp.float32) >= target  # the quantile is <= mid
+    left = counts >= needed  # the quantile is <= mid
     return jnp.where(left, lo, mid), jnp.where(left, mid, hi)
 
   start = (jnp.full_like(levels, low), jnp.full_like(levels, high))

@@ -67,7 +67,8 @@ def _toml_value(text: str, where: str) -> Any:
     return text[1:-1] if text[0] == "'" else ast.literal_eval(text)
   number = text.replace('_', '')
   try:
-    return int(number, 0) if re.fullmatch(r'[+-]?(0[xob])?[0-9a-fA-F]+', number) else float(number)
+    integer = r'[+-]?(?:0x[0-9a-fA-F]+|0o[0-7]+|0b[01]+|[0-9]+)'  # hex digits only after 0x
+    return int(number, 0) if re.fullmatch(integer, number) else float(number)
   except ValueError:
     raise ConfigError(f'{where}: cannot read the value {text!r}.') from None
 

@@ -210,3 +210,24 @@ def test_contribution_bounding_is_first_k_distinct():
   np.testing.assert_array_equal(bounded, [True, False, True, False, False, False])
   with pytest.raises(ValueError, match='not in the alphabet'):
     analytics.encode_strings(['abz'], 4, 'ab')
+
+
+def test_quantile_at_a_whole_rank_and_histogram_edges_not_representable_in_float32():
+  from fractions import Fraction
+
+  from fedjax_like.analytics import federated_histogram, federated_quantiles
+  from fedjax_like.core import CLIENTS, FederatedValue
+
+  data = np.arange(1, 101, dtype=np.float32)
+  values = FederatedValue(data.reshape(100, 1), CLIENTS)
+  levels = ['0.3', '0.6', '0.55', '0.01']
+  got = federated_quantiles(values, [float(q) for q in levels], value_range=(0, 101), num_rounds=30)
+  # Exact inverted-CDF reference in rational arithmetic: the ceil(q * N)-th smallest value.
+  ranks = [-(-Fraction(q) * 100 // 1) for q in levels]
+  expected = [np.sort(data)[int(r) - 1] for r in ranks]
+  np.testing.assert_allclose(got.value, expected, atol=1e-5)
+
+  edges = [0.0, 0.7, 1.0]  # 0.7 is not a float32: np.histogram compares in float64
+  pooled = np.array([0.7, 0.2, 0.69999999, 1.0], np.float32)
+  hist = federated_histogram(FederatedValue(pooled.reshape(1, 4), CLIENTS), edges)
+  np.testing.assert_array_equal(hist.value, np.histogram(pooled, edges)[0])

@@ -154,3 +154,12 @@ def test_every_option_has_help():
   assert 'training.num_rounds' in fields and 'output.checkpoint_every' in fields
   assert all(help_text for _, _, help_text in fields.values())
   assert json.loads(config_lib.dumps(load_config()))['training']['num_rounds'] == 200
+
+
+def test_fallback_toml_reader_reads_exponent_floats_like_tomllib():
+  import tomllib
+
+  from fedjax_like.simulation.config_files import parse_toml_subset
+
+  text = 'a = 1e3\nb = 5E2\nc = 0x1f\nd = 12\ne = 1e-3\n'
+  assert parse_toml_subset(text) == tomllib.loads(text)
