@@ -56,6 +56,17 @@ def _step_keys(rng: jax.Array | None, num_steps: int):
   return jax.random.split(rng, num_steps)
 
 
+def _batch_gradient(model: Model, params, weights: ModelWeights, batch, batch_mask, key):
+  """``(gradient of the batch's mean loss at params, the batch's metric sums + num_batches)``."""
+
+  def loss_fn(p):
+    return model.batch_loss(ModelWeights(p, weights.non_trainable), batch, batch_mask, key)
+
+  (_, batch_sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+  real = jnp.any(batch_mask)
+  return grads, dict(batch_sums, num_batches=real.astype(jnp.float32)), real
+
+
 def local_training(
     model: Model,
     optimizer: optax.GradientTransformation,
@@ -81,17 +92,11 @@ def local_training(
     params, opt_state, sums = carry
     batch, batch_mask, key = inputs
     key = key if rng is not None else None
-
-    def loss_fn(p):
-      return model.batch_loss(ModelWeights(p, weights.non_trainable), batch, batch_mask, key)
-
-    (_, batch_sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    grads, batch_sums, real = _batch_gradient(model, params, weights, batch, batch_mask, key)
     updates, new_opt_state = optimizer.update(grads, opt_state, params)
     new_params = optax.apply_updates(params, updates)
-    real = jnp.any(batch_mask)
     params = tree.where(real, new_params, params)
     opt_state = tree.where(real, new_opt_state, opt_state)
-    batch_sums = dict(batch_sums, num_batches=real.astype(jnp.float32))
     return params, opt_state, tree.add(sums, batch_sums)
 
   initial = (weights.trainable, optimizer.init(weights.trainable), sums0)
@@ -123,22 +128,17 @@ def full_batch_gradient(
     grad_sum, sums = carry
     batch, batch_mask, key = inputs
     key = key if rng is not None else None
-
-    def loss_fn(p):
-      return model.batch_loss(ModelWeights(p, weights.non_trainable), batch, batch_mask, key)
-
-    (_, batch_sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(weights.trainable)
+    grads, batch_sums, _ = _batch_gradient(
+        model, weights.trainable, weights, batch, batch_mask, key
+    )
     grad_sum = tree.add(grad_sum, tree.scale(grads, batch_sums['num_examples']))
-    real = jnp.any(batch_mask).astype(jnp.float32)
-    return grad_sum, tree.add(sums, dict(batch_sums, num_batches=real))
+    return grad_sum, tree.add(sums, batch_sums)
 
   initial = (tree.zeros_like(weights.trainable), sums0)
   grad_sum, sums = cohort.fold_steps(
       step, initial, (batches, mask, _step_keys(rng, num_steps)), active=_real_steps(mask)
   )
-  count = sums['num_examples']
-  safe = jnp.where(count > 0, count, 1.0)
-  return jax.tree.map(lambda g: g / safe.astype(g.dtype), grad_sum), sums
+  return tree.divide_by_total(grad_sum, sums['num_examples']), sums
 
 
 def eval_sums(model: Model, weights: ModelWeights, batches: PyTree, mask: jax.Array) -> dict:
