@@ -86,3 +86,51 @@ def test_engine_lowers_on_cpu_only_when_asked():
     lowered = cohort.lower_forward(conv)
     assert lowered is not conv
     np.testing.assert_allclose(lowered(xn, kn), conv(xn, kn), rtol=1e-4, atol=1e-4)
+
+
+def numpy_max_pool_and_grad(x, window, upstream):
+  """Non-overlapping max pool over axes 1.. of x, and its gradient routed to each window's first
+  maximum in row-major order (what XLA's select_and_scatter does)."""
+  outs = [n // w for n, w in zip(x.shape, window)]
+  pooled = np.zeros(outs, x.dtype)
+  grad = np.zeros_like(x)
+  for out_index in np.ndindex(*outs):
+    best, where = -np.inf, None
+    for offset in np.ndindex(*window):
+      src = tuple(o * w + f for o, w, f in zip(out_index, window, offset))
+      if x[src] > best:  # strictly greater: the first maximum wins ties
+        best, where = x[src], src
+    pooled[out_index] = best
+    grad[where] += upstream[out_index]
+  return pooled, grad
+
+
+@pytest.mark.parametrize(
+    'shape,window',
+    [((2, 7, 9, 3), (2, 2)), ((2, 8, 8, 4), (2, 2)), ((2, 9, 4), (3,)), ((2, 6, 6, 3), (3, 2))],
+)
+def test_max_pool_rewrite_matches_numpy_loop_on_values_ties_and_gradients(shape, window):
+  x = np.maximum(RNG.normal(size=shape), 0).astype(np.float32)  # ReLU zeros: many ties
+  x[0, :2, :2] = 1.5  # a positive tie inside one window
+  full_window = (1, *window, 1)
+  upstream = RNG.normal(size=[n // w for n, w in zip(shape, full_window)]).astype(np.float32)
+  pool = lambda x: nn.max_pool(x, window, window)
+  lowered = im2col_convolutions(pool)
+  assert 'reduce_window' not in str(jax.make_jaxpr(lowered)(x))  # the rewrite did happen
+  expected, expected_grad = numpy_max_pool_and_grad(x, full_window, upstream)
+  np.testing.assert_array_equal(lowered(x), expected)
+  grad = jax.grad(lambda x: jnp.sum(lowered(x) * upstream))(x)
+  np.testing.assert_allclose(grad, expected_grad, rtol=1e-6)
+  np.testing.assert_allclose(grad, jax.grad(lambda x: jnp.sum(pool(x) * upstream))(x), rtol=1e-6)
+  tangent = RNG.normal(size=shape).astype(np.float32)  # forward mode works too
+  np.testing.assert_allclose(
+      jax.jvp(lowered, (x,), (tangent,))[1], jax.jvp(pool, (x,), (tangent,))[1], rtol=1e-6
+  )
+
+
+def test_avg_pool_rewrite_and_overlapping_pool_left_to_xla():
+  avg = lambda x: nn.avg_pool(x, (2, 2), (2, 2))
+  np.testing.assert_allclose(im2col_convolutions(avg)(X), avg(X), rtol=1e-6)
+  overlapping = lambda x: nn.max_pool(x, (3, 3), (1, 1))
+  assert 'reduce_window_max' in str(jax.make_jaxpr(im2col_convolutions(overlapping))(X))
+  np.testing.assert_array_equal(im2col_convolutions(overlapping)(X), overlapping(X))
