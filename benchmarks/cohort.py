@@ -177,7 +177,10 @@ def run_cell(model_name, num_clients, strategy, rounds, chunk_size, lowering):
       'examples_per_s': examples / per_round,
       'rounds_per_s': 1.0 / per_round,
       'compile_s': max(first - per_round, 0.0),
-      'padding_waste': packed.padding_fraction,
+      # Masked steps / computed steps as the round ran (0 under sequential, which skips padding
+      # steps; step groups under vmap/chunked); and what one padded block would have computed.
+      'padding_waste': process.padding_waste,
+      'ungrouped_waste': float(1 - (packed.mask.any(axis=2).sum() / packed.mask[:, :, 0].size)),
       'loss': float(metrics['client_work']['train']['loss']),
       **memory,
   }
@@ -262,6 +265,7 @@ def main(argv=None):
   parser.add_argument('--chunk-size', type=int, default=16)
   parser.add_argument('--rounds', type=int, default=3, help='timed rounds per cell (median)')
   parser.add_argument('--lowering', default='auto', choices=['auto', 'im2col', 'xla'])
+  parser.add_argument('--tag', default='', help='suffix of the results file (keeps earlier runs)')
   parser.add_argument('--max-cnn-cohort', type=int, default=None,
                       help='skip CNN cells above this cohort (CPU default: 10)')
   args = parser.parse_args(argv)
@@ -298,7 +302,7 @@ def main(argv=None):
         )
   print()
   print('| model | cohort | strategy | examples/s | rounds/s | reference ex/s | fraction | '
-        'compile s | memory MB | padding waste |')
+        'compile s | memory MB | padding waste (ungrouped) |')
   print('|---|---|---|---|---|---|---|---|---|---|')
   for r in rows:
     mem = r.get('device_peak_bytes', r.get('compiled_bytes', 0)) / 2**20
@@ -306,7 +310,7 @@ def main(argv=None):
         f"| {r['model']} | {r['cohort']} | {r['strategy']} | {r['examples_per_s']:.0f} | "
         f"{r['rounds_per_s']:.3f} | {r['reference_examples_per_s']:.0f} | "
         f"{r['fraction_of_reference']:.2f} | {r['compile_s']:.1f} | {mem:.0f} | "
-        f"{r['padding_waste']:.2f} |"
+        f"{r['padding_waste']:.2f} ({r['ungrouped_waste']:.2f}) |"
     )
   overlap = overlap_report()
   print(
@@ -315,7 +319,7 @@ def main(argv=None):
       f"{overlap['pipelined_s']:.3f} s/round"
   )
   OUT_DIR.mkdir(exist_ok=True)
-  path = OUT_DIR / f"cohort-{info['backend']}.json"
+  path = OUT_DIR / f"cohort-{info['backend']}{args.tag}.json"
   path.write_text(json.dumps({'machine': info, 'rows': rows, 'overlap': overlap}, indent=1))
   print(f'\nwrote {path}')
 

@@ -23,6 +23,18 @@ Strategies (all give the same result up to float reassociation; tests hold them 
                so a cohort of 10,000 fits
 =============  =============================================================================
 
+**Ragged clients.** Real cohorts differ 100x in size, and a vectorized program runs every client for
+the longest one's step count: on EMNIST-like cohorts 54-80% of the computed steps would be padding.
+So the learning process sorts each cohort by step count (longest first) and the engine runs it as
+*step groups* (``ExecutionConfig.step_groups``): contiguous runs of clients, each vectorized over
+only as many steps as its longest member needs (``fold_steps`` stops there; the steps cut are
+padding, which is inert, so results are unchanged). :func:`plan_step_groups` chooses the groups by
+dynamic programming over cut points at 1/64ths of the cohort and step budgets on a 1.25x ladder,
+keeping masked/computed steps under 15% on EMNIST-like cohorts (tests/core/test_cohort.py) while
+the set of group shapes stays small; a plan is kept while later cohorts still fit it, so rounds
+reuse one compiled program. Under ``sequential`` padding steps are skipped, so no groups are
+needed.
+
 Sharding is orthogonal: with more than one local (or, after ``jax.distributed.initialize``, global)
 device, the cohort axis is split over a 1-D device mesh with ``shard_map``; each device runs its
 share with the strategy above and the sums meet in one ``psum``. Padding clients added to fill the
@@ -41,6 +53,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -70,6 +83,9 @@ class ExecutionConfig:
     conv_lowering: ``'im2col'``, ``'xla'``, or ``'auto'`` (im2col on CPU, XLA's own elsewhere).
     shard: split the cohort over devices: True, False, or None (when more than one device).
     devices: the devices to shard over (default: all of ``jax.devices()``).
+    step_groups: ``((num_clients, num_steps), ...)``: run the (sorted) cohort, per device, as
+      contiguous groups each vectorized over only ``num_steps`` steps (see :func:`plan_step_groups`;
+      the learning process sets this itself for ``vmap``/``chunked``).
   """
 
   strategy: str = 'auto'
@@ -78,6 +94,7 @@ class ExecutionConfig:
   conv_lowering: str = 'auto'
   shard: bool | None = None
   devices: tuple | None = None
+  step_groups: tuple[tuple[int, int], ...] | None = None
 
   def __post_init__(self):
     if self.strategy not in STRATEGIES:
@@ -90,6 +107,14 @@ class ExecutionConfig:
       )
     if self.devices is not None:
       object.__setattr__(self, 'devices', tuple(self.devices))
+    if self.step_groups is not None:
+      groups = tuple((int(c), int(t)) for c, t in self.step_groups)
+      if not groups or any(c < 1 or t < 1 for c, t in groups):
+        raise ValueError(
+            'step_groups must be a non-empty sequence of (num_clients, num_steps) pairs of '
+            f'positive integers; got {self.step_groups!r}.'
+        )
+      object.__setattr__(self, 'step_groups', groups)
 
 
 _local = threading.local()
@@ -257,6 +282,168 @@ def _masked(valid, tree: PyTree) -> PyTree:
   return jax.tree.map(one, tree)
 
 
+# ----- step groups (ragged clients) --------------------------------------------------------------
+
+_MAX_GROUPS = 12  # more groups cut little more waste but lengthen the program and its compile
+_MIN_GROUP = 4  # clients per group at least: narrower groups would leave an accelerator idle
+_GRID = 64  # group boundaries fall on 1/64ths of the (per-device) cohort
+_WASTE_TARGET = 0.15
+
+
+def step_budget(num_steps: int) -> int:
+  """The smallest rung of the step ladder ``1..8, 10, 12, 14, 16, 20, 24, 28, 32, 40, ...`` (at
+  most 25% apart) holding ``num_steps``; budgets on a ladder keep the set of compiled shapes small."""
+  num_steps = max(int(num_steps), 1)
+  if num_steps <= 8:
+    return num_steps
+  quantum = 2 ** (int(np.floor(np.log2(num_steps - 1))) - 2)
+  return -(-num_steps // quantum) * quantum
+
+
+@dataclasses.dataclass(frozen=True)
+class StepPlan:
+  """How a cohort is laid out for vectorized execution (see :func:`plan_step_groups`).
+
+  Attributes:
+    order: ``order[k]`` is the index (into the given cohort) of the client at position ``k``.
+    groups: per device, ``((num_clients, num_steps), ...)`` over consecutive positions; None
+      when the cohort is not split (it cannot be dealt evenly over the devices).
+    waste: masked steps / computed steps when the cohort runs vectorized under this plan.
+    ungrouped_waste: the same with every client padded to the longest (no groups).
+  """
+
+  order: np.ndarray
+  groups: tuple[tuple[int, int], ...] | None
+  waste: float
+  ungrouped_waste: float
+
+
+def _group_cost(profile: np.ndarray, groups) -> int:
+  start, cost = 0, 0
+  for count, budget in groups:
+    if profile[start] > budget:
+      return -1  # does not fit
+    cost, start = cost + count * budget, start + count
+  return cost
+
+
+def _best_groups(profile: np.ndarray) -> tuple[tuple[int, int], ...]:
+  """Fewest contiguous groups within 2% of the least computed steps (dynamic programming over
+  cut points on a grid; ``profile`` is non-increasing)."""
+  n = profile.size
+  unit = max(_MIN_GROUP, n // _GRID)
+  cuts = sorted(set(range(0, n, unit)) | {n})
+  if len(cuts) > 2 and cuts[-1] - cuts[-2] < _MIN_GROUP:
+    cuts.pop(-2)  # no sliver group at the end
+  k = len(cuts)
+  inf = float('inf')
+  best = [[inf] * k for _ in range(_MAX_GROUPS + 1)]
+  back = [[0] * k for _ in range(_MAX_GROUPS + 1)]
+  best[0][0] = 0
+  for g in range(1, _MAX_GROUPS + 1):
+    for j in range(1, k):
+      for i in range(j):
+        if best[g - 1][i] < inf:
+          cost = best[g - 1][i] + (cuts[j] - cuts[i]) * step_budget(profile[cuts[i]])
+          if cost < best[g][j]:
+            best[g][j], back[g][j] = cost, i
+  least = min(best[g][k - 1] for g in range(1, _MAX_GROUPS + 1))
+  g = next(g for g in range(1, _MAX_GROUPS + 1) if best[g][k - 1] <= 1.02 * least)
+  groups, j = [], k - 1
+  while g > 0:
+    i = back[g][j]
+    groups.append((cuts[j] - cuts[i], step_budget(profile[cuts[i]])))
+    j, g = i, g - 1
+  return tuple(reversed(groups))
+
+
+def plan_step_groups(
+    steps_per_client, num_shards: int = 1, previous: StepPlan | None = None
+) -> StepPlan:
+  """Orders a cohort longest-first and splits it into step groups (see the module docstring).
+
+  Args:
+    steps_per_client: ``[num_clients]`` real steps of each client.
+    num_shards: devices the cohort is split over. Clients are dealt round-robin from the sorted
+      order, so every device gets the same mix of long and short clients and the groups (one
+      plan for all devices) fit each of them.
+    previous: the last round's plan; its groups are kept while this cohort fits them no less
+      efficiently than a fresh plan allows (or within the 15% target), so rounds reuse one
+      compiled program.
+
+  Returns:
+    A :class:`StepPlan`.
+  """
+  steps = np.asarray(steps_per_client, dtype=np.int64).reshape(-1)
+  n = steps.size
+  order = np.argsort(-steps, kind='stable')
+  real = int(steps.sum())
+  ungrouped = 1.0 - real / max(n * int(steps.max(initial=1)), 1)
+  if n == 0 or n % num_shards:
+    return StepPlan(order, None, ungrouped, ungrouped)
+  if num_shards > 1:
+    order = np.concatenate([order[d::num_shards] for d in range(num_shards)])
+  profile = steps[order].reshape(num_shards, -1).max(axis=0)  # non-increasing
+  groups = _best_groups(profile)
+  cost = _group_cost(profile, groups)
+  if previous is not None and previous.groups is not None:
+    kept = _group_cost(profile, previous.groups) if sum(
+        c for c, _ in previous.groups) == profile.size else -1
+    if kept > 0 and (kept <= cost or 1.0 - real / (num_shards * kept) <= _WASTE_TARGET):
+      groups, cost = previous.groups, kept
+  return StepPlan(order, groups, 1.0 - real / max(num_shards * cost, 1), ungrouped)
+
+
+@contextlib.contextmanager
+def _steps_limit(limit: int | None):
+  previous = getattr(_local, 'steps_limit', None)
+  _local.steps_limit = limit
+  try:
+    yield
+  finally:
+    _local.steps_limit = previous
+
+
+def _step_groups(n: int, strategy: str, config: ExecutionConfig):
+  groups = config.step_groups
+  if groups is None or strategy == 'sequential':  # sequential skips padding steps anyway
+    return None
+  if sum(c for c, _ in groups) != n:
+    raise ValueError(
+        f'step_groups cover {sum(c for c, _ in groups)} clients per device but the cohort has '
+        f'{n} per device. Plan the groups for this cohort with cohort.plan_step_groups.'
+    )
+  return groups
+
+
+def _in_groups(run, mapped, valid, groups, combine):
+  """``run(part, valid_part, chunk_cap)`` per group, with fold_steps capped at its step budget."""
+  outs, start = [], 0
+  for count, budget in groups:
+    part = jax.tree.map(lambda x: x[start:start + count], mapped)
+    with _steps_limit(budget):
+      outs.append(run(part, valid[start:start + count], count))
+    start += count
+  return jax.tree.map(combine, *outs)
+
+
+def _run_local(kind, call, broadcast, mapped, valid, strategy, chunk, config):
+  """Map (``kind='map'``) or sum over this device's clients, in step groups when planned."""
+  n = valid.shape[0]
+
+  def run(part, ok, cap):
+    if kind == 'sum':
+      return _local_sum(call, broadcast, part, ok, strategy, min(chunk, cap))
+    return _local_map(call, broadcast, part, ok.shape[0], strategy, min(chunk, cap))
+
+  groups = _step_groups(n, strategy, config)
+  if groups is None:
+    return run(mapped, valid, n)
+  if kind == 'sum':
+    return _in_groups(run, mapped, valid, groups, lambda *xs: functools.reduce(jnp.add, xs))
+  return _in_groups(run, mapped, valid, groups, lambda *xs: jnp.concatenate(xs))
+
+
 # ----- one device ---------------------------------------------------------------------------------
 
 
@@ -335,12 +522,12 @@ def map_clients(
   m = mesh(config)
   if m is None:
     strategy, chunk = resolve(n, config)
-    return _local_map(call, broadcast, mapped, n, strategy, chunk)
+    return _run_local('map', call, broadcast, mapped, jnp.ones((n,), bool), strategy, chunk, config)
   padded = -(-n // m.size) * m.size
   strategy, chunk = resolve(padded // m.size, config)
 
-  def body(b, shard, _):
-    return _local_map(call, b, shard, _leading(shard), strategy, chunk)
+  def body(b, shard, valid):
+    return _run_local('map', call, b, shard, valid, strategy, chunk, config)
 
   valid = jnp.arange(padded) < n
   out = _sharded(body, m, broadcast, _pad(mapped, n, padded), valid, PartitionSpec(CLIENTS_AXIS))
@@ -363,12 +550,12 @@ def sum_clients(
   m = mesh(config)
   if m is None:
     strategy, chunk = resolve(n, config)
-    return _local_sum(call, broadcast, mapped, jnp.ones((n,), bool), strategy, chunk)
+    return _run_local('sum', call, broadcast, mapped, jnp.ones((n,), bool), strategy, chunk, config)
   padded = -(-n // m.size) * m.size
   strategy, chunk = resolve(padded // m.size, config)
 
   def body(b, shard, valid):
-    local = _local_sum(call, b, shard, valid, strategy, chunk)
+    local = _run_local('sum', call, b, shard, valid, strategy, chunk, config)
     return jax.tree.map(lambda x: jax.lax.psum(x, CLIENTS_AXIS), local)
 
   valid = jnp.arange(padded) < n
@@ -390,11 +577,17 @@ def fold_steps(
     xs: pytree of ``[num_steps, ...]`` arrays.
     active: optional bool ``[num_steps]``; inactive (padding) steps are skipped with ``lax.cond``,
       so they cost nothing when clients run one at a time (under ``vmap`` both branches run and
-      the carry is selected, which is still exact).
+      the carry is selected, which is still exact). Inside a step group (see
+      :func:`plan_step_groups`) the loop stops at the group's step budget: every step past it is
+      padding for every client of the group, so stopping early is exact.
     config: overrides the configuration in force.
   """
   config = config or current_config()
   unroll = bool(config.unroll_steps)
+  limit = getattr(_local, 'steps_limit', None)
+  if limit is not None and active is not None and active.shape[0] > limit:
+    xs = jax.tree.map(lambda x: x[:limit], xs)
+    active = active[:limit]
   if active is None:
     return jax.lax.scan(lambda c, x: (step(c, x), None), carry, xs, unroll=unroll)[0]
 

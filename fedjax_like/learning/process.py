@@ -23,11 +23,19 @@ by client id. ``next`` gathers the cohort's entries into ``[clients, ...]`` arra
 results into a new store. Such a cohort must name its clients (``Dataset(..., client_id=...)``, as
 ``ClientData`` does).
 
+Ragged cohorts: ``next`` orders the cohort longest-first and, when the clients run vectorized
+(``vmap``/``chunked``), in *step groups* planned by
+:func:`fedjax_like.core.cohort.plan_step_groups`, so each group computes only the steps its
+longest client needs. ``process.padding_waste`` is the last round's masked / computed steps
+(0 under ``sequential``, which skips padding steps). A client's per-round key follows its position
+in that order, which is the same under every strategy.
+
 State is never mutated: ``next`` returns a new state, so keeping an old one is always safe.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from collections.abc import Callable, Sequence
@@ -140,6 +148,8 @@ class LearningProcess:
     self._initialize_fn = initialize_fn
     self._round_fn = round_fn
     self._compiled = {}  # (execution config, input shapes) -> compiled round
+    self._plan = None  # the last step-group plan, kept while later cohorts fit it
+    self.padding_waste = None  # masked / computed steps in the last round
     self.name = name
     self.stateful_clients = stateful_clients
     self.round_computation = round_computation
@@ -182,12 +192,47 @@ class LearningProcess:
     if not isinstance(client_data, (PackedCohort, BatchedDataset)):
       client_data = list(client_data)
     packed = packed_cohort(client_data, self.model)
+    if self.stateful_clients:
+      _check_client_ids(client_data, packed)
+    packed, config = self._layout(packed)
+    with cohort.using(config):
+      return self._next_packed(state, packed)
+
+  def _layout(self, packed: PackedCohort) -> tuple[PackedCohort, cohort.ExecutionConfig]:
+    """The cohort ordered longest-first and the config to run it with (step groups when the
+    clients run vectorized); see :func:`fedjax_like.core.cohort.plan_step_groups`."""
+    config = cohort.current_config()
+    real = packed.mask.any(axis=2)  # [clients, steps]
+    steps = np.where(real, np.arange(1, real.shape[1] + 1), 0).max(axis=1, initial=0)  # last + 1
+    m = cohort.mesh(config)
+    shards = m.size if m is not None else 1
+    plan = cohort.plan_step_groups(steps, shards, previous=self._plan)
+    if not np.array_equal(plan.order, np.arange(packed.num_clients)):
+      order = plan.order
+      packed = PackedCohort(
+          jax.tree.map(lambda x: np.asarray(x)[order], packed.batches),
+          packed.mask[order],
+          tuple(packed.client_ids[i] for i in order),
+      )
+    per_device = -(-packed.num_clients // shards)
+    strategy, _ = cohort.resolve(per_device, config)
+    if strategy == 'sequential':
+      self.padding_waste = 0.0
+    elif config.step_groups is None and plan.groups is not None:
+      self._plan = plan
+      self.padding_waste = plan.waste
+      config = dataclasses.replace(config, step_groups=plan.groups)
+    else:
+      self.padding_waste = plan.ungrouped_waste if config.step_groups is None else None
+    return packed, config
+
+  def _next_packed(self, state, packed: PackedCohort) -> LearningProcessOutput:
     if not self.stateful_clients:
       (batches, mask), state = cohort.place_cohort((packed.batches, packed.mask), state)
       new_state, metrics = self._run(state, batches, mask)
       return LearningProcessOutput(new_state, metrics)
 
-    ids = _check_client_ids(client_data, packed)
+    ids = tuple(packed.client_ids)
     store = state.client_work.clients
     on_device = state._replace(client_work=StatefulClientWorkState(state.client_work.server, None))
     per_client, on_device = cohort.place_cohort(
