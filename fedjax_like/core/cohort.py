@@ -292,7 +292,7 @@ _WASTE_TARGET = 0.15
 
 def step_budget(num_steps: int) -> int:
   """The smallest rung of the step ladder ``1..8, 10, 12, 14, 16, 20, 24, 28, 32, 40, ...`` (at
-  most 25% apart) holding ``num_steps``; budgets on a ladder keep the set of compiled shapes small."""
+  most 25% apart) holding ``num_steps``; budgets on a ladder keep the compiled shapes few."""
   num_steps = max(int(num_steps), 1)
   if num_steps <= 8:
     return num_steps
@@ -420,7 +420,7 @@ def _in_groups(run, mapped, valid, groups, combine):
   """``run(part, valid_part, chunk_cap)`` per group, with fold_steps capped at its step budget."""
   outs, start = [], 0
   for count, budget in groups:
-    part = jax.tree.map(lambda x: x[start:start + count], mapped)
+    part = jax.tree.map(lambda x, a=start, b=start + count: x[a:b], mapped)
     with _steps_limit(budget):
       outs.append(run(part, valid[start:start + count], count))
     start += count

@@ -191,6 +191,11 @@ class LearningProcess:
       )
     if not isinstance(client_data, (PackedCohort, BatchedDataset)):
       client_data = list(client_data)
+      if all(isinstance(d, BatchedDataset) for d in client_data):
+        # Longest first, the order the engine runs cohorts in (stable: ties keep their order),
+        # so laying the cohort out for step groups needs no second copy of its arrays.
+        steps = [-d.num_batches for d in client_data]
+        client_data = [client_data[i] for i in np.argsort(steps, kind='stable')]
     packed = packed_cohort(client_data, self.model)
     if self.stateful_clients:
       _check_client_ids(client_data, packed)
