@@ -358,7 +358,7 @@ def _best_groups(profile: np.ndarray) -> tuple[tuple[int, int], ...]:
 
 
 def plan_step_groups(
-    steps_per_client, num_shards: int = 1, previous: StepPlan | None = None
+    steps_per_client, num_shards: int = 1, previous: StepPlan | None = None, grouped: bool = True
 ) -> StepPlan:
   """Orders a cohort longest-first and splits it into step groups (see the module docstring).
 
@@ -370,6 +370,8 @@ def plan_step_groups(
     previous: the last round's plan; its groups are kept while this cohort fits them no less
       efficiently than a fresh plan allows (or within the 15% target), so rounds reuse one
       compiled program.
+    grouped: False gives only the order (``groups`` None), e.g. for ``sequential``, which skips
+      padding steps and needs no groups.
 
   Returns:
     A :class:`StepPlan`.
@@ -383,6 +385,8 @@ def plan_step_groups(
     return StepPlan(order, None, ungrouped, ungrouped)
   if num_shards > 1:
     order = np.concatenate([order[d::num_shards] for d in range(num_shards)])
+  if not grouped:
+    return StepPlan(order, None, ungrouped, ungrouped)
   profile = steps[order].reshape(num_shards, -1).max(axis=0)  # non-increasing
   groups = _best_groups(profile)
   cost = _group_cost(profile, groups)

@@ -211,7 +211,10 @@ class LearningProcess:
     steps = np.where(real, np.arange(1, real.shape[1] + 1), 0).max(axis=1, initial=0)  # last + 1
     m = cohort.mesh(config)
     shards = m.size if m is not None else 1
-    plan = cohort.plan_step_groups(steps, shards, previous=self._plan)
+    per_device = -(-packed.num_clients // shards)
+    strategy, _ = cohort.resolve(per_device, config)
+    grouped = strategy != 'sequential' and config.step_groups is None
+    plan = cohort.plan_step_groups(steps, shards, previous=self._plan, grouped=grouped)
     if not np.array_equal(plan.order, np.arange(packed.num_clients)):
       order = plan.order
       packed = PackedCohort(
@@ -219,11 +222,9 @@ class LearningProcess:
           packed.mask[order],
           tuple(packed.client_ids[i] for i in order),
       )
-    per_device = -(-packed.num_clients // shards)
-    strategy, _ = cohort.resolve(per_device, config)
     if strategy == 'sequential':
       self.padding_waste = 0.0
-    elif config.step_groups is None and plan.groups is not None:
+    elif plan.groups is not None:
       self._plan = plan
       self.padding_waste = plan.waste
       config = dataclasses.replace(config, step_groups=plan.groups)
