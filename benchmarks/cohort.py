@@ -129,19 +129,19 @@ def raw_step_throughput(module, num_classes, lowering, seconds=3.0):
   return steps * BATCH / (time.perf_counter() - start)
 
 
-def memory_of(process, state, packed) -> dict:
+def memory_of(process) -> dict:
+  """XLA's memory estimate of the round as the process compiled it (arguments: the cohort as packed
+  blocks, the state; plus outputs and temporaries), and the device's peak where it reports one."""
   out = {}
-  try:
-    compiled = jax.jit(process._round_fn).lower(state, packed.batches, packed.mask).compile()
-    analysis = compiled.memory_analysis()
-    if analysis is not None:
-      out['compiled_bytes'] = int(
-          analysis.argument_size_in_bytes
-          + analysis.output_size_in_bytes
-          + analysis.temp_size_in_bytes
-      )
-  except Exception:  # memory analysis is best effort on some backends
-    pass
+  compiled = process._last_compiled
+  analysis = compiled.memory_analysis() if compiled is not None else None
+  if analysis is not None:
+    out['argument_bytes'] = int(analysis.argument_size_in_bytes)
+    out['compiled_bytes'] = int(
+        analysis.argument_size_in_bytes
+        + analysis.output_size_in_bytes
+        + analysis.temp_size_in_bytes
+    )
   stats = jax.devices()[0].memory_stats() or {}
   if 'peak_bytes_in_use' in stats:
     out['device_peak_bytes'] = int(stats['peak_bytes_in_use'])
@@ -168,7 +168,7 @@ def run_cell(model_name, num_clients, strategy, rounds, chunk_size, lowering):
       state, metrics = process.next(state, packed)
       jax.block_until_ready(state)
       times.append(time.perf_counter() - start)
-    memory = memory_of(process, state, packed)
+    memory = memory_of(process)
   per_round = float(np.median(times))
   return {
       'model': model_name,
@@ -182,6 +182,9 @@ def run_cell(model_name, num_clients, strategy, rounds, chunk_size, lowering):
       # Masked steps / computed steps as the round ran (0 under sequential, which skips padding
       # steps; step groups under vmap/chunked); and what one padded block would have computed.
       'padding_waste': process.padding_waste,
+      # The cohort's arrays as one padded [clients, longest, batch, ...] block (the round's
+      # arguments hold the blocks of its step groups instead: argument_bytes).
+      'padded_data_bytes': int(sum(x.nbytes for x in jax.tree.leaves(packed.batches))),
       'ungrouped_waste': float(1 - (packed.mask.any(axis=2).sum() / packed.mask[:, :, 0].size)),
       'loss': float(metrics['client_work']['train']['loss']),
       **memory,
@@ -304,14 +307,15 @@ def main(argv=None):
         )
   print()
   print('| model | cohort | strategy | examples/s | rounds/s | reference ex/s | fraction | '
-        'compile s | memory MB | padding waste (ungrouped) |')
-  print('|---|---|---|---|---|---|---|---|---|---|')
+        'compile s | memory MB | data MB (one padded block) | padding waste (ungrouped) |')
+  print('|---|---|---|---|---|---|---|---|---|---|---|')
   for r in rows:
     mem = r.get('device_peak_bytes', r.get('compiled_bytes', 0)) / 2**20
     print(
         f"| {r['model']} | {r['cohort']} | {r['strategy']} | {r['examples_per_s']:.0f} | "
         f"{r['rounds_per_s']:.3f} | {r['reference_examples_per_s']:.0f} | "
         f"{r['fraction_of_reference']:.2f} | {r['compile_s']:.1f} | {mem:.0f} | "
+        f"{r.get('argument_bytes', 0) / 2**20:.0f} ({r['padded_data_bytes'] / 2**20:.0f}) | "
         f"{r['padding_waste']:.2f} ({r['ungrouped_waste']:.2f}) |"
     )
   overlap = overlap_report()

@@ -30,10 +30,18 @@ So the learning process sorts each cohort by step count (longest first) and the 
 only as many steps as its longest member needs (``fold_steps`` stops there; the steps cut are
 padding, which is inert, so results are unchanged). :func:`plan_step_groups` chooses the groups by
 dynamic programming over cut points at 1/64ths of the cohort and step budgets on a 1.25x ladder,
-keeping masked/computed steps under 15% on EMNIST-like cohorts (tests/core/test_cohort.py) while
-the set of group shapes stays small; a plan is kept while later cohorts still fit it, so rounds
-reuse one compiled program. Under ``sequential`` padding steps are skipped, so no groups are
-needed.
+keeping masked/computed steps under 15% on EMNIST-like cohorts (tests/learning/test_step_groups.py)
+while the set of group shapes stays small; a plan is kept (budgets raised as needed) while it stays
+efficient, so rounds reuse one compiled program. Under ``sequential`` padding steps are skipped (``lax.cond``),
+so groups cost no compute there either way.
+
+The groups also set the *memory*: the process packs the cohort as one block per group
+(:func:`fedjax_like.data.packing.pack_groups`), each padded only to its budget, and joins the
+blocks inside the compiled round. Each group's data leaves (those the client function loops over
+in ``fold_steps``, found by tracing one client: :func:`_step_major`) are cut to the budget here,
+before any loop over clients, so XLA reads them straight from the blocks and the padded
+``[clients, longest, ...]`` array is never built under any strategy. An EMNIST-like cohort then
+costs about its real data in host memory, in transfer and on the device, not 5x that.
 
 Sharding is orthogonal: with more than one local (or, after ``jax.distributed.initialize``, global)
 device, the cohort axis is split over a 1-D device mesh with ``shard_map``; each device runs its
@@ -288,6 +296,10 @@ _MAX_GROUPS = 12  # more groups cut little more waste but lengthen the program a
 _MIN_GROUP = 4  # clients per group at least: narrower groups would leave an accelerator idle
 _GRID = 64  # group boundaries fall on 1/64ths of the (per-device) cohort
 _WASTE_TARGET = 0.15
+# Padding a kept (ratcheted) plan may compute beyond a fresh plan's before a round replans; every
+# replan is a new compiled program, which costs many rounds' time, so the bar is high (simulated
+# over 100 rounds of sampled EMNIST-like cohorts: 7-16 distinct plans at 100-1,000 clients).
+_RATCHET_SLACK = 0.30
 
 
 def step_budget(num_steps: int) -> int:
@@ -327,7 +339,9 @@ def _group_cost(profile: np.ndarray, groups) -> int:
   return cost
 
 
-def _best_groups(profile: np.ndarray) -> tuple[tuple[int, int], ...]:
+def _best_groups(
+    profile: np.ndarray, max_groups: int = _MAX_GROUPS
+) -> tuple[tuple[int, int], ...]:
   """Fewest contiguous groups within 2% of the least computed steps (dynamic programming over
   cut points on a grid; ``profile`` is non-increasing)."""
   n = profile.size
@@ -337,18 +351,18 @@ def _best_groups(profile: np.ndarray) -> tuple[tuple[int, int], ...]:
     cuts.pop(-2)  # no sliver group at the end
   k = len(cuts)
   inf = float('inf')
-  best = [[inf] * k for _ in range(_MAX_GROUPS + 1)]
-  back = [[0] * k for _ in range(_MAX_GROUPS + 1)]
+  best = [[inf] * k for _ in range(max_groups + 1)]
+  back = [[0] * k for _ in range(max_groups + 1)]
   best[0][0] = 0
-  for g in range(1, _MAX_GROUPS + 1):
+  for g in range(1, max_groups + 1):
     for j in range(1, k):
       for i in range(j):
         if best[g - 1][i] < inf:
           cost = best[g - 1][i] + (cuts[j] - cuts[i]) * step_budget(profile[cuts[i]])
           if cost < best[g][j]:
             best[g][j], back[g][j] = cost, i
-  least = min(best[g][k - 1] for g in range(1, _MAX_GROUPS + 1))
-  g = next(g for g in range(1, _MAX_GROUPS + 1) if best[g][k - 1] <= 1.02 * least)
+  least = min(best[g][k - 1] for g in range(1, max_groups + 1))
+  g = next(g for g in range(1, max_groups + 1) if best[g][k - 1] <= 1.02 * least)
   groups, j = [], k - 1
   while g > 0:
     i = back[g][j]
@@ -358,7 +372,12 @@ def _best_groups(profile: np.ndarray) -> tuple[tuple[int, int], ...]:
 
 
 def plan_step_groups(
-    steps_per_client, num_shards: int = 1, previous: StepPlan | None = None, grouped: bool = True
+    steps_per_client,
+    num_shards: int = 1,
+    previous: StepPlan | None = None,
+    grouped: bool = True,
+    keep_slack: float = _RATCHET_SLACK,
+    max_groups: int = _MAX_GROUPS,
 ) -> StepPlan:
   """Orders a cohort longest-first and splits it into step groups (see the module docstring).
 
@@ -367,11 +386,13 @@ def plan_step_groups(
     num_shards: devices the cohort is split over. Clients are dealt round-robin from the sorted
       order, so every device gets the same mix of long and short clients and the groups (one
       plan for all devices) fit each of them.
-    previous: the last round's plan; its groups are kept while this cohort fits them no less
-      efficiently than a fresh plan allows (or within the 15% target), so rounds reuse one
-      compiled program.
-    grouped: False gives only the order (``groups`` None), e.g. for ``sequential``, which skips
-      padding steps and needs no groups.
+    previous: the last round's plan. Its groups are kept, with budgets raised where this cohort
+      needs more, while that computes at most the 15% target or ``keep_slack`` more padding than
+      a fresh plan would, so rounds of sampled cohorts settle on a few compiled programs.
+    grouped: False gives only the order (``groups`` None).
+    keep_slack: see ``previous``; ``inf`` keeps a plan for as long as the cohort size is the same
+      (``sequential`` skips padding steps, so its groups only shape memory, never compute).
+    max_groups: at most this many groups (each is one more copy of the client program to compile).
 
   Returns:
     A :class:`StepPlan`.
@@ -388,13 +409,23 @@ def plan_step_groups(
   if not grouped:
     return StepPlan(order, None, ungrouped, ungrouped)
   profile = steps[order].reshape(num_shards, -1).max(axis=0)  # non-increasing
-  groups = _best_groups(profile)
+  groups = _best_groups(profile, max_groups)
   cost = _group_cost(profile, groups)
-  if previous is not None and previous.groups is not None:
-    kept = _group_cost(profile, previous.groups) if sum(
-        c for c, _ in previous.groups) == profile.size else -1
-    if kept > 0 and (kept <= cost or 1.0 - real / (num_shards * kept) <= _WASTE_TARGET):
-      groups, cost = previous.groups, kept
+  if previous is not None and previous.groups is not None and (
+      sum(c for c, _ in previous.groups) == profile.size and len(previous.groups) <= max_groups
+  ):
+    # Keep the last plan, its budgets raised where this cohort needs more (a ratchet: after a few
+    # rounds the budgets cover the cohorts a sampler draws, and every round reuses one compiled
+    # program), unless that computes clearly more padding than a fresh plan.
+    kept, start = [], 0
+    for count, budget in previous.groups:
+      kept.append((count, max(budget, step_budget(profile[start]))))
+      start += count
+    kept_cost = _group_cost(profile, kept)
+    kept_waste = 1.0 - real / (num_shards * kept_cost)
+    fresh_waste = 1.0 - real / max(num_shards * cost, 1)
+    if kept_waste <= max(_WASTE_TARGET, fresh_waste + keep_slack):
+      groups, cost = tuple(kept), kept_cost
   return StepPlan(order, groups, 1.0 - real / max(num_shards * cost, 1), ungrouped)
 
 
@@ -408,9 +439,9 @@ def _steps_limit(limit: int | None):
     _local.steps_limit = previous
 
 
-def _step_groups(n: int, strategy: str, config: ExecutionConfig):
+def _step_groups(n: int, config: ExecutionConfig):
   groups = config.step_groups
-  if groups is None or strategy == 'sequential':  # sequential skips padding steps anyway
+  if groups is None:
     return None
   if sum(c for c, _ in groups) != n:
     raise ValueError(
@@ -420,13 +451,43 @@ def _step_groups(n: int, strategy: str, config: ExecutionConfig):
   return groups
 
 
-def _in_groups(run, mapped, valid, groups, combine):
-  """``run(part, valid_part, chunk_cap)`` per group, with fold_steps capped at its step budget."""
+def _step_major(call, broadcast, mapped) -> list[bool]:
+  """Which leaves of ``mapped`` the client function hands to :func:`fold_steps` as its steps.
+
+  Found by tracing one client abstractly and recording, in ``fold_steps``, the identity of the
+  leaves it loops over. A leaf that reaches it through some other computation is simply not found
+  (``fold_steps`` then cuts it per client, which is as exact, but leaves XLA the padded copy).
+  """
+  leaves, treedef = jax.tree.flatten(mapped)
+  found: list[list[bool]] = []
+
+  def probe(*one):
+    previous = getattr(_local, 'fold_probe', None)
+    _local.fold_probe = set()
+    try:
+      call(broadcast, jax.tree.unflatten(treedef, one))
+      found.append([id(leaf) in _local.fold_probe for leaf in one])
+    finally:
+      _local.fold_probe = previous
+    return ()
+
+  jax.eval_shape(probe, *(jax.ShapeDtypeStruct(x.shape[1:], x.dtype) for x in leaves))
+  return found[0]
+
+
+def _in_groups(run, mapped, valid, groups, combine, step_major):
+  """``run(part, valid_part, chunk_cap)`` per group, with the clients' steps cut to the group's
+  budget: the leaves in ``step_major`` here, before any loop over clients (so XLA reads them
+  straight from a cohort packed in blocks), and everything else in ``fold_steps``."""
+  leaves, treedef = jax.tree.flatten(mapped)
   outs, start = [], 0
   for count, budget in groups:
-    part = jax.tree.map(lambda x, a=start, b=start + count: x[a:b], mapped)
+    part = [
+        x[start:start + count, :budget] if steps else x[start:start + count]
+        for x, steps in zip(leaves, step_major, strict=True)
+    ]
     with _steps_limit(budget):
-      outs.append(run(part, valid[start:start + count], count))
+      outs.append(run(jax.tree.unflatten(treedef, part), valid[start:start + count], count))
     start += count
   return jax.tree.map(combine, *outs)
 
@@ -440,12 +501,15 @@ def _run_local(kind, call, broadcast, mapped, valid, strategy, chunk, config):
       return _local_sum(call, broadcast, part, ok, strategy, min(chunk, cap))
     return _local_map(call, broadcast, part, ok.shape[0], strategy, min(chunk, cap))
 
-  groups = _step_groups(n, strategy, config)
+  groups = _step_groups(n, config)
   if groups is None:
     return run(mapped, valid, n)
+  step_major = _step_major(call, broadcast, mapped)
   if kind == 'sum':
-    return _in_groups(run, mapped, valid, groups, lambda *xs: functools.reduce(jnp.add, xs))
-  return _in_groups(run, mapped, valid, groups, lambda *xs: jnp.concatenate(xs))
+    combine = lambda *xs: functools.reduce(jnp.add, xs)  # noqa: E731
+  else:
+    combine = lambda *xs: jnp.concatenate(xs)  # noqa: E731
+  return _in_groups(run, mapped, valid, groups, combine, step_major)
 
 
 # ----- one device ---------------------------------------------------------------------------------
@@ -583,15 +647,20 @@ def fold_steps(
       so they cost nothing when clients run one at a time (under ``vmap`` both branches run and
       the carry is selected, which is still exact). Inside a step group (see
       :func:`plan_step_groups`) the loop stops at the group's step budget: every step past it is
-      padding for every client of the group, so stopping early is exact.
+      padding for every client of the group, so stopping early is exact. The engine may also hand
+      the client function its data leaves already cut to the budget, so a client function must not
+      depend on how many padding steps its arrays hold (derive per-step keys with
+      ``fold_in(key, step)``, not ``split(key, num_steps)``).
     config: overrides the configuration in force.
   """
   config = config or current_config()
   unroll = bool(config.unroll_steps)
+  probe = getattr(_local, 'fold_probe', None)
+  if probe is not None:  # see _step_major
+    probe.update(id(leaf) for leaf in jax.tree.leaves(xs))
   limit = getattr(_local, 'steps_limit', None)
-  if limit is not None and active is not None and active.shape[0] > limit:
-    xs = jax.tree.map(lambda x: x[:limit], xs)
-    active = active[:limit]
+  if limit is not None and active is not None:
+    xs, active = jax.tree.map(lambda x: x[:limit] if x.shape[0] > limit else x, (xs, active))
   if active is None:
     return jax.lax.scan(lambda c, x: (step(c, x), None), carry, xs, unroll=unroll)[0]
 

@@ -23,12 +23,14 @@ by client id. ``next`` gathers the cohort's entries into ``[clients, ...]`` arra
 results into a new store. Such a cohort must name its clients (``Dataset(..., client_id=...)``, as
 ``ClientData`` does).
 
-Ragged cohorts: ``next`` orders the cohort longest-first and, when the clients run vectorized
-(``vmap``/``chunked``), in *step groups* planned by
-:func:`fedjax_like.core.cohort.plan_step_groups`, so each group computes only the steps its
-longest client needs. ``process.padding_waste`` is the last round's masked / computed steps
-(0 under ``sequential``, which skips padding steps). A client's per-round key follows its position
-in that order, which is the same under every strategy.
+Ragged cohorts: ``next`` orders the cohort longest-first, plans *step groups*
+(:func:`fedjax_like.core.cohort.plan_step_groups`) and packs one block per group, each padded only
+to its group's step budget (:func:`fedjax_like.data.packing.pack_groups`); the compiled round joins
+the blocks and the engine runs each group over only the steps its longest client needs, reading
+straight from its block. Host memory, transfer and device memory are then close to the cohort's
+real data. ``process.padding_waste`` is the last round's masked / computed steps (0 under
+``sequential``, which skips padding steps). A client's per-round key follows its position in that
+order, which is the same under every strategy; its per-step keys are ``fold_in(key, step)``.
 
 State is never mutated: ``next`` returns a new state, so keeping an old one is always safe.
 """
@@ -42,11 +44,18 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from fedjax_like.core import cohort
 from fedjax_like.data.dataset import BatchedDataset
-from fedjax_like.data.packing import PackedCohort, pack_cohort, validate_cohort
+from fedjax_like.data.packing import (
+    PackedCohort,
+    pack_cohort,
+    pack_groups,
+    take_clients,
+    validate_cohort,
+)
 from fedjax_like.learning.client_states import StatefulClientWorkState
 from fedjax_like.models.model import Model, ModelWeights
 
@@ -83,7 +92,35 @@ def packed_cohort(client_data, model: Model | None, num_steps: int | None = None
   return validate_cohort(packed, model) if model is not None else packed
 
 
-def _check_client_ids(client_data, packed: PackedCohort) -> tuple[str, ...]:
+def _join_blocks(blocks: tuple, num_shards: int) -> PyTree:
+  """Blocks ``[shards * count_g, steps_g, ...]`` (device-major) -> one ``[clients, steps, ...]``
+  pytree, zero-padded to the longest block's steps, in the order the engine runs the clients.
+
+  Traced inside the compiled round. The engine slices each step group back out of the joined
+  arrays and stops its local loops at the group's budget, and XLA folds those slices of this
+  concatenation back onto the blocks, so under ``vmap``/``chunked`` the padded arrays are never
+  materialized (``sequential`` scans the joined arrays, a transient copy on the device).
+  """
+  if len(blocks) == 1:
+    return blocks[0]
+  longest = max(jax.tree.leaves(block)[0].shape[1] for block in blocks)
+
+  def join(*leaves):
+    padded = []
+    for x in leaves:
+      if num_shards > 1:
+        x = x.reshape((num_shards, -1) + x.shape[1:])
+      steps_axis = 2 if num_shards > 1 else 1
+      pad = [(0, 0)] * x.ndim
+      pad[steps_axis] = (0, longest - x.shape[steps_axis])
+      padded.append(jnp.pad(x, pad))
+    joined = jnp.concatenate(padded, axis=1 if num_shards > 1 else 0)
+    return joined.reshape((-1,) + joined.shape[2:]) if num_shards > 1 else joined
+
+  return jax.tree.map(join, *blocks)
+
+
+def _check_client_ids(client_data, ids: tuple[str, ...]) -> tuple[str, ...]:
   """The cohort's ids, checked to be real and distinct (stateful clients are keyed by them)."""
   if not isinstance(client_data, PackedCohort):
     for i, dataset in enumerate(client_data):
@@ -93,7 +130,6 @@ def _check_client_ids(client_data, packed: PackedCohort) -> tuple[str, ...]:
             'cohort has no id. Build datasets with ClientData.create_tf_dataset_for_client(id) '
             "or Dataset(..., client_id='...')."
         )
-  ids = tuple(packed.client_ids)
   for client_id in ids:
     if re.fullmatch(r'#\d+', client_id):
       raise ValueError(
@@ -149,6 +185,7 @@ class LearningProcess:
     self._round_fn = round_fn
     self._compiled = {}  # (execution config, input shapes) -> compiled round
     self._plan = None  # the last step-group plan, kept while later cohorts fit it
+    self._last_compiled = None  # the last round's compiled program (for memory analysis)
     self.padding_waste = None  # masked / computed steps in the last round
     self.name = name
     self.stateful_clients = stateful_clients
@@ -189,89 +226,125 @@ class LearningProcess:
           f'next() expects the state returned by initialize() or a previous next(); got '
           f'{type(state).__name__}.'
       )
-    if not isinstance(client_data, (PackedCohort, BatchedDataset)):
+    if isinstance(client_data, BatchedDataset):
+      packed_cohort(client_data, None)  # raises the error that names the fix
+    if not isinstance(client_data, PackedCohort):
       client_data = list(client_data)
-      if all(isinstance(d, BatchedDataset) for d in client_data):
-        # Longest first, the order the engine runs cohorts in (stable: ties keep their order),
-        # so laying the cohort out for step groups needs no second copy of its arrays.
-        steps = [-d.num_batches for d in client_data]
-        client_data = [client_data[i] for i in np.argsort(steps, kind='stable')]
-    packed = packed_cohort(client_data, self.model)
+      if not client_data or not all(isinstance(d, BatchedDataset) for d in client_data):
+        pack_cohort(client_data)  # raises the error that names the client
+      steps = np.array([d.num_batches for d in client_data], dtype=np.int64)
+    else:
+      real = client_data.mask.any(axis=2)  # [clients, steps]
+      steps = np.where(real, np.arange(1, real.shape[1] + 1), 0).max(axis=1, initial=0)
+    layout, config = self._layout(steps)
+    if isinstance(client_data, PackedCohort):
+      parts = tuple(take_clients(client_data, rows, budget) for rows, budget in layout)
+    else:
+      parts = pack_groups(client_data, layout)
+    if self.model is not None:
+      parts = tuple(validate_cohort(part, self.model) for part in parts)
     if self.stateful_clients:
-      _check_client_ids(client_data, packed)
-    packed, config = self._layout(packed)
+      _check_client_ids(client_data, sum((part.client_ids for part in parts), ()))
     with cohort.using(config):
-      return self._next_packed(state, packed)
+      return self._next_packed(state, parts)
 
-  def _layout(self, packed: PackedCohort) -> tuple[PackedCohort, cohort.ExecutionConfig]:
-    """The cohort ordered longest-first and the config to run it with (step groups when the
-    clients run vectorized); see :func:`fedjax_like.core.cohort.plan_step_groups`."""
+  def _layout(self, steps: np.ndarray):
+    """How to pack this round's cohort, and the config to run it with.
+
+    Returns ``(layout, config)``: ``layout`` lists the blocks to pack, ``(client indices,
+    num_steps)``, whose concatenation (device-major on a mesh) is the cohort in the order the
+    engine runs it; one block per step group (see
+    :func:`fedjax_like.core.cohort.plan_step_groups`), or a single block when the cohort is not
+    split (uneven over the devices, or ``step_groups`` given by the user).
+    """
     config = cohort.current_config()
-    real = packed.mask.any(axis=2)  # [clients, steps]
-    steps = np.where(real, np.arange(1, real.shape[1] + 1), 0).max(axis=1, initial=0)  # last + 1
     m = cohort.mesh(config)
     shards = m.size if m is not None else 1
-    per_device = -(-packed.num_clients // shards)
-    strategy, _ = cohort.resolve(per_device, config)
-    grouped = strategy != 'sequential' and config.step_groups is None
-    plan = cohort.plan_step_groups(steps, shards, previous=self._plan, grouped=grouped)
-    if not np.array_equal(plan.order, np.arange(packed.num_clients)):
-      order = plan.order
-      packed = PackedCohort(
-          jax.tree.map(lambda x: np.asarray(x)[order], packed.batches),
-          packed.mask[order],
-          tuple(packed.client_ids[i] for i in order),
-      )
+    n = steps.size
+    strategy, _ = cohort.resolve(-(-n // shards), config)
+    user_groups = config.step_groups is not None
     if strategy == 'sequential':
-      self.padding_waste = 0.0
-    elif plan.groups is not None:
+      # Padding steps are skipped, so groups only save memory, and each costs one more copy of
+      # the client program to compile: one group for small cohorts, a few for large ones.
+      options = {'keep_slack': float('inf'), 'max_groups': 1 if n // shards < 64 else 4}
+    else:
+      options = {}
+    plan = cohort.plan_step_groups(
+        steps, shards, previous=self._plan, grouped=not user_groups, **options
+    )
+    if plan.groups is None:
+      layout = [(plan.order, None)]
+      self.padding_waste = None if user_groups else plan.ungrouped_waste
+    else:
       self._plan = plan
       self.padding_waste = plan.waste
       config = dataclasses.replace(config, step_groups=plan.groups)
-    else:
-      self.padding_waste = plan.ungrouped_waste if config.step_groups is None else None
-    return packed, config
+      per_device = plan.order.reshape(shards, -1)
+      layout, start = [], 0
+      for count, budget in plan.groups:
+        layout.append((per_device[:, start:start + count].reshape(-1), budget))
+        start += count
+    if strategy == 'sequential':
+      self.padding_waste = 0.0  # padding steps are skipped, not computed
+    return layout, config
 
-  def _next_packed(self, state, packed: PackedCohort) -> LearningProcessOutput:
+  def _next_packed(self, state, parts) -> LearningProcessOutput:
+    """Runs a round on packed blocks (one :class:`PackedCohort` per step group, or one for the
+    whole cohort) under the execution config in force."""
+    if isinstance(parts, PackedCohort):
+      parts = (parts,)
+    # Blocks of a split cohort each hold a multiple of the mesh size, so `place_cohort` pads only
+    # a single block (a cohort that does not divide evenly over the devices).
+    batches = tuple(part.batches for part in parts)
+    mask = tuple(part.mask for part in parts)
     if not self.stateful_clients:
-      (batches, mask), state = cohort.place_cohort((packed.batches, packed.mask), state)
+      (batches, mask), state = cohort.place_cohort((batches, mask), state)
       new_state, metrics = self._run(state, batches, mask)
       return LearningProcessOutput(new_state, metrics)
 
-    ids = tuple(packed.client_ids)
+    ids = sum((part.client_ids for part in parts), ())
     store = state.client_work.clients
     on_device = state._replace(client_work=StatefulClientWorkState(state.client_work.server, None))
-    per_client, on_device = cohort.place_cohort(
-        (packed.batches, packed.mask, store.gather(ids)), on_device
-    )
+    per_client, on_device = cohort.place_cohort((batches, mask, store.gather(ids)), on_device)
     new_state, metrics, cohort_states = self._run(on_device, *per_client)
     cohort_states = jax.tree.map(lambda x: x[: len(ids)], cohort_states)  # drop mesh padding
     new_store = store.update(ids, cohort_states)
     client_work = StatefulClientWorkState(new_state.client_work.server, new_store)
     return LearningProcessOutput(new_state._replace(client_work=client_work), metrics)
 
-  def _run(self, *args):
+  def _run(self, state, batches, mask, *client_states):
     """Runs the round compiled for these inputs' shapes under the execution config in force.
 
+    ``batches`` and ``mask`` are tuples of blocks; inside the compiled program they are joined
+    into the ``[clients, steps, ...]`` arrays the round function takes (:func:`_join_blocks`).
     Compiled ahead of time once per (config, shapes), so the engine can check that it fits in
     memory before it runs (:func:`fedjax_like.core.cohort.compile_within_memory`). Each config
     gets a fresh trace: the engine reads the config while tracing.
     """
     config = cohort.current_config()
+    args = (state, batches, mask, *client_states)
     shapes = jax.tree.map(
         lambda x: (np.shape(x), np.dtype(x.dtype), getattr(x, 'sharding', None)), args
     )
     key = (config, jax.tree.structure(shapes), tuple(jax.tree.leaves(shapes)))
     compiled = self._compiled.get(key)
     if compiled is None:
+      m = cohort.mesh(config)
+      shards = m.size if m is not None else 1
 
       def compile_with(cfg):
-        with cohort.using(cfg):
-          return jax.jit(lambda *a: self._round_fn(*a)).lower(*args).compile()
+        def round_from_blocks(state, batches, mask, *rest):  # a fresh function: a fresh trace
+          return self._round_fn(
+              state, _join_blocks(batches, shards), _join_blocks(mask, shards), *rest
+          )
 
-      num_clients = args[2].shape[0]  # the mask [clients, steps, batch]
+        with cohort.using(cfg):
+          return jax.jit(round_from_blocks).lower(*args).compile()
+
+      num_clients = sum(block.shape[0] for block in mask)  # each [clients, steps, batch]
       compiled = cohort.compile_within_memory(compile_with, num_clients, config)
       self._compiled[key] = compiled
+    self._last_compiled = compiled
     return compiled(*args)
 
   @staticmethod

@@ -80,4 +80,27 @@ for name, build in builders.items():
       results[True],
   )
   print(name, 'sharded == single device')
+# A ragged cohort that divides over the devices runs in step groups, packed in blocks (each block
+# dealt device-major); sharded still equals one device, and the groups really split the cohort.
+sizes = [int(n) for n in np.r_[np.full(8, 60), rng.integers(1, 9, 56)]]
+ragged = [
+    Dataset((rng.normal(size=(n, 12)).astype(np.float32), rng.integers(0, 5, n).astype(np.int32)),
+            client_id=f'r{i}').batch(4)
+    for i, n in enumerate(sizes)
+]
+results = {}
+for shard in (False, True):
+  with cohort.execution('vmap', shard=shard):
+    process = builders['weighted']()
+    state = process.initialize()
+    for _ in range(2):
+      state, metrics = process.next(state, ragged)
+    assert process._plan is not None and len(process._plan.groups) > 1, process._plan
+    results[shard] = (state.global_model_weights, metrics)
+jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+    results[False],
+    results[True],
+)
+print('ragged blocks: sharded == single device')
 print('SHARDED OK')

@@ -51,9 +51,11 @@ def _real_steps(mask: jax.Array) -> jax.Array:
 
 
 def _step_keys(rng: jax.Array | None, num_steps: int):
+  """Step ``i``'s key is ``fold_in(rng, i)``: it does not depend on how many (padding) steps follow,
+  so a client's randomness is the same whether or not the engine cuts its padding steps."""
   if rng is None:
     return jnp.zeros((num_steps,), jnp.uint32)
-  return jax.random.split(rng, num_steps)
+  return jax.vmap(lambda i: jax.random.fold_in(rng, i))(jnp.arange(num_steps))
 
 
 def _batch_gradient(model: Model, params, weights: ModelWeights, batch, batch_mask, key):
