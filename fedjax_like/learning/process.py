@@ -263,18 +263,21 @@ class LearningProcess:
     n = steps.size
     strategy, _ = cohort.resolve(-(-n // shards), config)
     user_groups = config.step_groups is not None
+    grouped = not user_groups
+    options = {}
     if strategy == 'sequential':
       # Padding steps are skipped, so groups only save memory, and each costs one more copy of
-      # the client program to compile: one group for small cohorts, a few for large ones.
-      options = {'keep_slack': float('inf'), 'max_groups': 1 if n // shards < 64 else 4}
-    else:
-      options = {}
+      # the client program to compile: none for small cohorts (one block, shaped as packed), a
+      # few for large ones.
+      grouped = grouped and n // shards >= 64
+      options = {'keep_slack': float('inf'), 'max_groups': 4}
     plan = cohort.plan_step_groups(
-        steps, shards, previous=self._plan, grouped=not user_groups, **options
+        steps, shards, previous=self._plan, grouped=grouped, **options
     )
     if plan.groups is None:
       layout = [(plan.order, None)]
       self.padding_waste = None if user_groups else plan.ungrouped_waste
+      self._plan = None
     else:
       self._plan = plan
       self.padding_waste = plan.waste

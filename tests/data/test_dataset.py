@@ -126,3 +126,33 @@ def test_tf_data_argument_conventions():
   assert len(ds.take(-1)) == 10 and len(ds.take(3)) == 3
   with pytest.raises(ValueError, match='repeats forever'):
     ds.repeat()
+
+
+def test_pack_groups_pads_each_block_to_its_own_steps_and_checks_the_whole_cohort():
+  from fedjax_like.data.packing import pack_groups, take_clients
+
+  rng = np.random.default_rng(0)
+  clients = [
+      Dataset((rng.normal(size=(n, 3)).astype(np.float32), np.arange(n)), client_id=f'c{n}')
+      .batch(2)
+      for n in (9, 1, 7, 2)
+  ]  # 5, 1, 4, 1 steps
+  long, short = pack_groups(clients, [([0, 2], 6), ([3, 1], None)])
+  assert long.batches[0].shape == (2, 6, 2, 3) and short.batches[0].shape == (2, 1, 2, 3)
+  assert long.client_ids == ('c9', 'c7') and short.client_ids == ('c2', 'c1')
+  whole = pack_cohort(clients)  # the same examples as one padded block, row for row
+  padded_mask = np.pad(whole.mask, ((0, 0), (0, 1), (0, 0)))  # 6 steps
+  for part, rows in ((long, [0, 2]), (short, [3, 1])):
+    np.testing.assert_array_equal(part.mask, padded_mask[rows, : part.num_steps])
+    real = whole.batches[0][rows][whole.mask[rows]]
+    np.testing.assert_array_equal(part.batches[0][part.mask], real)
+  cut = take_clients(whole, [0, 2], 6)  # from a packed cohort: padded up to the budget
+  np.testing.assert_array_equal(cut.batches[0], long.batches[0])
+  np.testing.assert_array_equal(cut.mask, long.mask)
+  with pytest.raises(ValueError, match='would cut real steps'):
+    take_clients(whole, [0, 2], 3)
+  with pytest.raises(ValueError, match='num_steps=3 is smaller'):
+    pack_groups(clients, [([0, 2], 3), ([3, 1], None)])
+  odd = Dataset((np.zeros((4, 3), np.float32), np.arange(4)), client_id='odd').batch(4)
+  with pytest.raises(ValueError, match='Client odd: batch size 4'):  # checked across blocks
+    pack_groups(clients + [odd], [([0, 2], None), ([4], None)])
