@@ -330,13 +330,9 @@ class StepPlan:
   ungrouped_waste: float
 
 
-def _group_cost(profile: np.ndarray, groups) -> int:
-  start, cost = 0, 0
-  for count, budget in groups:
-    if profile[start] > budget:
-      return -1  # does not fit
-    cost, start = cost + count * budget, start + count
-  return cost
+def _group_cost(groups) -> int:
+  """Steps computed per device under ``groups``."""
+  return sum(count * budget for count, budget in groups)
 
 
 def _best_groups(
@@ -410,7 +406,7 @@ def plan_step_groups(
     return StepPlan(order, None, ungrouped, ungrouped)
   profile = steps[order].reshape(num_shards, -1).max(axis=0)  # non-increasing
   groups = _best_groups(profile, max_groups)
-  cost = _group_cost(profile, groups)
+  cost = _group_cost(groups)
   if previous is not None and previous.groups is not None and (
       sum(c for c, _ in previous.groups) == profile.size and len(previous.groups) <= max_groups
   ):
@@ -421,7 +417,7 @@ def plan_step_groups(
     for count, budget in previous.groups:
       kept.append((count, max(budget, step_budget(profile[start]))))
       start += count
-    kept_cost = _group_cost(profile, kept)
+    kept_cost = _group_cost(kept)
     kept_waste = 1.0 - real / (num_shards * kept_cost)
     fresh_waste = 1.0 - real / max(num_shards * cost, 1)
     if kept_waste <= max(_WASTE_TARGET, fresh_waste + keep_slack):

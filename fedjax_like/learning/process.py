@@ -97,31 +97,30 @@ def _join_blocks(blocks: tuple, num_shards: int) -> PyTree:
   pytree, zero-padded to the longest block's steps, in the order the engine runs the clients.
 
   Traced inside the compiled round. The engine slices each step group back out of the joined
-  arrays and stops its local loops at the group's budget, and XLA folds those slices of this
-  concatenation back onto the blocks, so under ``vmap``/``chunked`` the padded arrays are never
-  materialized (``sequential`` scans the joined arrays, a transient copy on the device).
+  arrays and cuts its data to the group's budget before looping over clients, and XLA folds those
+  slices of this concatenation back onto the blocks, so the padded arrays are never materialized.
   """
   if len(blocks) == 1:
     return blocks[0]
   longest = max(jax.tree.leaves(block)[0].shape[1] for block in blocks)
 
+  def pad_steps(x, axis):
+    widths = [(0, 0)] * x.ndim
+    widths[axis] = (0, longest - x.shape[axis])
+    return jnp.pad(x, widths)
+
   def join(*leaves):
-    padded = []
-    for x in leaves:
-      if num_shards > 1:
-        x = x.reshape((num_shards, -1) + x.shape[1:])
-      steps_axis = 2 if num_shards > 1 else 1
-      pad = [(0, 0)] * x.ndim
-      pad[steps_axis] = (0, longest - x.shape[steps_axis])
-      padded.append(jnp.pad(x, pad))
-    joined = jnp.concatenate(padded, axis=1 if num_shards > 1 else 0)
-    return joined.reshape((-1,) + joined.shape[2:]) if num_shards > 1 else joined
+    if num_shards == 1:  # no reshapes here: XLA does not fold slices through a unit axis
+      return jnp.concatenate([pad_steps(x, 1) for x in leaves], axis=0)
+    per_device = [pad_steps(x.reshape((num_shards, -1) + x.shape[1:]), 2) for x in leaves]
+    joined = jnp.concatenate(per_device, axis=1)
+    return joined.reshape((-1,) + joined.shape[2:])
 
   return jax.tree.map(join, *blocks)
 
 
-def _check_client_ids(client_data, ids: tuple[str, ...]) -> tuple[str, ...]:
-  """The cohort's ids, checked to be real and distinct (stateful clients are keyed by them)."""
+def _check_client_ids(client_data, ids: tuple[str, ...]) -> None:
+  """Checks the cohort's ids are real and distinct (stateful clients are keyed by them)."""
   if not isinstance(client_data, PackedCohort):
     for i, dataset in enumerate(client_data):
       if getattr(dataset, 'client_id', None) is None:
@@ -139,7 +138,6 @@ def _check_client_ids(client_data, ids: tuple[str, ...]) -> tuple[str, ...]:
   if len(set(ids)) != len(ids):
     repeated = sorted({c for c in ids if ids.count(c) > 1})
     raise ValueError(f'Client ids must be distinct within a cohort; repeated: {repeated}.')
-  return ids
 
 
 class _TypedNext:
@@ -184,7 +182,7 @@ class LearningProcess:
     self._initialize_fn = initialize_fn
     self._round_fn = round_fn
     self._compiled = {}  # (execution config, input shapes) -> compiled round
-    self._plan = None  # the last step-group plan, kept while later cohorts fit it
+    self._plan = None  # the last step-group plan, kept (budgets raised) while efficient
     self._last_compiled = None  # the last round's compiled program (for memory analysis)
     self.padding_waste = None  # masked / computed steps in the last round
     self.name = name
