@@ -13,8 +13,8 @@ device's peak), the padding waste of the packed cohort (masked slots / all slots
 *reference*: the throughput of the same model's plain minibatch SGD step (``jax.grad`` + optax,
 jitted, driven from Python) at the same batch size on the same machine, measured in the same run.
 The reference is the limit for this workload; ``fraction`` is examples/s over it. The raw step is
-measured with XLA's own convolution and with the engine's CPU lowering, and the faster one is the
-reference. Writes ``benchmarks/results/cohort-<backend>.json`` and prints a markdown table.
+measured with XLA's own convolution and with each of the engine's CPU lowerings (im2col, native
+kernels), and the fastest is the reference. Writes ``benchmarks/results/cohort-<backend>.json`` and prints a markdown table.
 """
 
 from __future__ import annotations
@@ -105,6 +105,8 @@ def raw_step_throughput(module, num_classes, lowering, seconds=3.0):
   apply = lambda p, x: module.apply(p, x)
   if lowering == 'im2col':
     apply = fl.core.lowering.im2col_convolutions(apply)
+  elif lowering == 'native':
+    apply = fl.core.lowering.native_convolutions(apply)
 
   def loss(p, x, y):
     return optax.softmax_cross_entropy_with_integer_labels(apply(p, x), y).mean()
@@ -269,7 +271,7 @@ def main(argv=None):
   parser.add_argument('--strategies', nargs='+', default=['vmap', 'sequential', 'chunked'])
   parser.add_argument('--chunk-size', type=int, default=16)
   parser.add_argument('--rounds', type=int, default=3, help='timed rounds per cell (median)')
-  parser.add_argument('--lowering', default='auto', choices=['auto', 'im2col', 'xla'])
+  parser.add_argument('--lowering', default='auto', choices=['auto', 'native', 'im2col', 'xla'])
   parser.add_argument('--tag', default='', help='suffix of the results file (keeps earlier runs)')
   parser.add_argument('--max-cnn-cohort', type=int, default=None,
                       help='skip CNN cells above this cohort (CPU default: 10)')
@@ -284,7 +286,7 @@ def main(argv=None):
     module_cls, num_classes = MODELS[model_name]
     refs = {
         low: raw_step_throughput(module_cls(), num_classes, low)
-        for low in (['xla', 'im2col'] if model_name == 'cnn' else ['xla'])
+        for low in (['xla', 'im2col', 'native'] if model_name == 'cnn' else ['xla'])
     }
     reference = max(refs.values())
     for num_clients in cohorts:

@@ -51,8 +51,9 @@ last chunk or shard are masked out with ``where``, so a NaN computed on padding 
 ``auto`` picks ``sequential`` on CPU, and on accelerators vmap for cohorts up to 256 clients per
 device and chunks beyond (see :func:`resolve`). On XLA:CPU a
 convolution inside a compiled loop is 25-40x slower than outside one, so on CPU the engine lowers
-convolutions to im2col (see :mod:`fedjax_like.core.lowering`), which keeps the whole round one
-compiled program at the speed of a plain step. Users override any choice with
+convolutions to the native direct-convolution kernels, or im2col where those do not apply (see
+:mod:`fedjax_like.core.lowering`), which keeps the whole round one compiled program at (or above)
+the speed of a plain step. Users override any choice with
 ``with cohort.execution('chunked', chunk_size=64): ...`` (read when a computation is traced).
 Algorithms never call ``vmap`` themselves.
 """
@@ -75,7 +76,7 @@ from fedjax_like.core import lowering
 
 PyTree = Any
 STRATEGIES = ('auto', 'vmap', 'sequential', 'chunked')
-CONV_LOWERINGS = ('auto', 'im2col', 'xla')
+CONV_LOWERINGS = ('auto', 'native', 'im2col', 'xla')
 CLIENTS_AXIS = 'clients'
 
 
@@ -88,7 +89,9 @@ class ExecutionConfig:
     chunk_size: clients per chunk for ``chunked`` (and the chunk ``auto`` uses for large cohorts).
     unroll_steps: unroll each client's local-step loop into straight-line code (True) or keep it a
       compiled loop (False, the default).
-    conv_lowering: ``'im2col'``, ``'xla'``, or ``'auto'`` (im2col on CPU, XLA's own elsewhere).
+    conv_lowering: ``'native'`` (the direct-convolution kernels of :mod:`.native`, im2col where
+      they do not apply or cannot be built), ``'im2col'``, ``'xla'``, or ``'auto'`` (native on
+      CPU, XLA's own elsewhere).
     shard: split the cohort over devices: True, False, or None (when more than one device).
     devices: the devices to shard over (default: all of ``jax.devices()``).
     step_groups: ``((num_clients, num_steps), ...)``: run the (sorted) cohort, per device, as
@@ -672,7 +675,9 @@ def lower_forward(fn: Callable, config: ExecutionConfig | None = None) -> Callab
   config = config or current_config()
   mode = config.conv_lowering
   if mode == 'auto':
-    mode = 'im2col' if jax.default_backend() == 'cpu' else 'xla'
+    mode = 'native' if jax.default_backend() == 'cpu' else 'xla'
+  if mode == 'native':
+    return lowering.native_convolutions(fn)
   return lowering.im2col_convolutions(fn) if mode == 'im2col' else fn
 
 

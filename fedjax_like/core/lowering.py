@@ -3,11 +3,19 @@
 XLA:CPU runs a convolution inside a compiled loop (``lax.scan``/``while``) about 25-40x slower than
 the same convolution outside one (measured on this project's 2-core machines: 13-19 vs 450-600
 examples/s for the EMNIST CNN at batch 20; see benchmarks/RESULTS.md). A federated round is a loop
-over local steps, so on CPU the engine rewrites every convolution of the forward pass as *im2col*:
-the kernel's shifted windows are sliced out of the (padded) input, concatenated on the feature axis
-and contracted with the reshaped kernel in one dot. Slices, concatenation and dots stay fast inside
-loops, and the gradient is whatever JAX derives for them, so the rewrite is exact up to float
-reassociation.
+over local steps, so on CPU the engine rewrites every convolution of the forward pass, in one of
+two ways:
+
+- **native** (:func:`native_convolutions`, the CPU default): 2-D float32 convolutions with stride 1,
+  no dilation and output channels in multiples of 16 call the direct-convolution kernels of
+  :mod:`.native` (built on first use, called through XLA's FFI, fast inside loops). Others fall
+  back to im2col.
+- **im2col** (:func:`im2col_convolutions`): the kernel's shifted windows are sliced out of the
+  (padded) input, concatenated on the feature axis and contracted with the reshaped kernel in one
+  dot. Slices, concatenation and dots stay fast inside loops, and the gradient is whatever JAX
+  derives for them.
+
+Both are exact up to float reassociation, and tested against a NumPy convolution loop.
 
 Pooling gets the same treatment. XLA differentiates ``reduce_window_max`` (``nn.max_pool``) with
 ``select_and_scatter``, which ran 3.5 ms per EMNIST-CNN step at batch 20 on XLA:CPU against 0.9 ms
@@ -17,9 +25,9 @@ a reshape into blocks and a reduction, with a JVP that sends each window's tange
 maximum in row-major order, the element ``select_and_scatter`` picks, so gradients match XLA's even
 on ties. ``reduce_window_sum`` (``avg_pool``) becomes a reshape and a sum.
 
-:func:`im2col_convolutions` does these rewrites on the jaxpr of any function (Flax linen, nnx or
-plain JAX), recursing into nested ``jit`` calls. Forms they do not cover (grouped convolutions,
-input dilation, negative padding, overlapping or padded pools) are left to XLA untouched.
+The rewrites work on the jaxpr of any function (Flax linen, nnx or plain JAX), recursing into nested
+``jit`` calls. Forms they do not cover (grouped convolutions, input dilation, negative padding,
+overlapping or padded pools) are left to XLA untouched.
 """
 
 from __future__ import annotations
@@ -33,6 +41,8 @@ import jax
 import jax.extend.core as jex
 import jax.numpy as jnp
 from jax import lax
+
+from fedjax_like.core import native
 
 PyTree = Any
 _NESTED_CALLS = ('pjit', 'jit', 'closed_call', 'core_call')
@@ -76,6 +86,32 @@ def _conv_im2col(lhs, rhs, *, window_strides, padding, lhs_dilation, rhs_dilatio
     perm[out_spec[2 + d]] = 1 + d
   return jnp.transpose(out, perm)
 
+
+
+def _conv_native(lhs, rhs, **params):
+  """``conv_general_dilated`` through :func:`native.conv2d` where it applies, else im2col."""
+  lhs_spec, rhs_spec, out_spec = params['dimension_numbers']
+  x = jnp.transpose(lhs, (lhs_spec[0], *lhs_spec[2:], lhs_spec[1]))  # [N, H, W, C]
+  k = jnp.transpose(rhs, (*rhs_spec[2:], rhs_spec[1], rhs_spec[0]))  # [KH, KW, C, O]
+  preferred = params.get('preferred_element_type')
+  if not (
+      len(lhs_spec) == 4
+      and all(s == 1 for s in params['window_strides'])
+      and all(d == 1 for d in params['rhs_dilation'])
+      and (preferred is None or preferred == jnp.float32)
+      and native.supports(x, k)
+      and native.available()
+  ):
+    return _conv_im2col(lhs, rhs, **params)
+  zero = jnp.zeros((), x.dtype)
+  x = lax.pad(x, zero, [(0, 0, 0), *((lo, hi, 0) for lo, hi in params['padding']), (0, 0, 0)])
+  if x.shape[1] < k.shape[0] or x.shape[2] < k.shape[1]:
+    return _conv_im2col(lhs, rhs, **params)
+  out = native.conv2d(x, k)  # [N, OH, OW, O]
+  perm = [0] * 4
+  perm[out_spec[0]], perm[out_spec[1]] = 0, 3
+  perm[out_spec[2]], perm[out_spec[3]] = 1, 2
+  return jnp.transpose(out, perm)
 
 def _blocks(x, window):
   """``x`` cropped to whole windows and reshaped to ``[o0, w0, o1, w1, ...]``; also ``o``."""
@@ -146,7 +182,7 @@ def _rewritable(params) -> bool:
   )
 
 
-def _eval_jaxpr(jaxpr, consts, *args):
+def _eval_jaxpr(jaxpr, consts, *args, conv=_conv_im2col):
   env = {}
 
   def read(v):
@@ -160,14 +196,14 @@ def _eval_jaxpr(jaxpr, consts, *args):
     invals = [read(v) for v in eqn.invars]
     name = eqn.primitive.name
     if name == 'conv_general_dilated' and _rewritable(eqn.params):
-      outvals = [_conv_im2col(*invals, **eqn.params)]
+      outvals = [conv(*invals, **eqn.params)]
     elif name in ('reduce_window_max', 'reduce_window_sum') and _pool_rewritable(
         invals[0], eqn.params
     ):
       outvals = [_pool(name, invals[0], eqn.params)]
     elif name in _NESTED_CALLS and 'jaxpr' in eqn.params:
       inner = eqn.params['jaxpr']
-      outvals = _eval_jaxpr(inner.jaxpr, inner.consts, *invals)
+      outvals = _eval_jaxpr(inner.jaxpr, inner.consts, *invals, conv=conv)
     else:
       bound = eqn.primitive.get_bind_params(eqn.params)
       subfuns, bind_params = bound if isinstance(bound, tuple) else ((), bound)  # jax < 0.7: a pair
@@ -195,12 +231,20 @@ def has_convolution(fn: Callable, *args) -> bool:
   return scan(jax.make_jaxpr(fn)(*args).jaxpr)
 
 
-def im2col_convolutions(fn: Callable) -> Callable:
-  """``fn`` with every supported convolution computed as im2col (same values, loop-friendly)."""
-
+def _rewrite(fn: Callable, conv) -> Callable:
   def wrapped(*args):
     closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args)
-    out = _eval_jaxpr(closed.jaxpr, closed.consts, *jax.tree.leaves(args))
+    out = _eval_jaxpr(closed.jaxpr, closed.consts, *jax.tree.leaves(args), conv=conv)
     return jax.tree.unflatten(jax.tree.structure(out_shape), out)
 
   return wrapped
+
+
+def im2col_convolutions(fn: Callable) -> Callable:
+  """``fn`` with every supported convolution computed as im2col (same values, loop-friendly)."""
+  return _rewrite(fn, _conv_im2col)
+
+
+def native_convolutions(fn: Callable) -> Callable:
+  """``fn`` with convolutions on the native CPU kernels where they apply, im2col elsewhere."""
+  return _rewrite(fn, _conv_native)

@@ -1,0 +1,355 @@
+/* Direct 2-D convolutions for XLA:CPU, called through the XLA FFI (C API).
+ *
+ * Layouts: input x [N, H, W, C], kernel w [KH, KW, C, O], output y [N, OH, OW, O] with
+ * OH = H - KH + 1, OW = W - KW + 1 (stride 1, no dilation, VALID: callers pad first).
+ *
+ *   fjl_conv2d_fwd(x, w) -> y      y[n,i,j,o]  = sum_{a,b,c} x[n,i+a,j+b,c] w[a,b,c,o]
+ *   fjl_conv2d_dw(x, dy) -> dw     dw[a,b,c,o] = sum_{n,i,j} x[n,i+a,j+b,c] dy[n,i,j,o]
+ *
+ * (The input gradient is fjl_conv2d_fwd of the padded dy with the flipped, transposed kernel.)
+ * Both are register-tiled outer products: a tile keeps up to kAcc accumulator vectors of 16
+ * floats, loads a row of kernel (or dy) vectors once per input channel and broadcasts one input
+ * value per pixel (or channel) of the tile, so every load feeds several fused multiply-adds and no
+ * im2col matrix is ever written. Work is split over output rows (fwd) or over images and row
+ * bands (dw, one partial sum per worker) on XLA's intra-op thread pool.
+ *
+ * Written in C with GCC vector extensions and compiled on first use with -march=native (see
+ * fedjax_like/core/native.py), so the same source becomes AVX-512, AVX2 or NEON code on the
+ * machine that runs it. */
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sched.h>
+
+#include "xla/ffi/api/c_api.h"
+
+#define L 16 /* floats per vector */
+typedef float vec __attribute__((vector_size(64), aligned(4)));
+#if defined(__AVX512F__)
+#define ACC 24 /* accumulator vectors a tile keeps in registers (32 zmm) */
+#else
+#define ACC 6  /* a 64-byte vector is two registers on AVX2 / four on NEON */
+#endif
+#define MAXNV 4 /* output-channel vectors per tile (64 channels) */
+#define MAXP 24
+
+static inline vec vload(const float *p) { return *(const vec *)p; }
+static inline void vstore(float *p, vec v) { *(vec *)p = v; }
+
+/* ------------------------------------------------------------------------------------------ */
+/* Tiles                                                                                      */
+
+static inline __attribute__((always_inline)) void fwd_tile(
+    const float *x, const float *w, float *y, int64_t C, int64_t O, int64_t KH, int64_t KW,
+    int64_t row, const int NV, const int P) {
+  vec acc[MAXP][MAXNV];
+#pragma GCC unroll 24
+  for (int p = 0; p < P; ++p)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[p][v] = (vec){0};
+  for (int64_t a = 0; a < KH; ++a) {
+    for (int64_t b = 0; b < KW; ++b) {
+      const float *xp = x + a * row + b * C;
+      const float *wp = w + (a * KW + b) * C * O;
+      for (int64_t c = 0; c < C; ++c) {
+        vec wv[MAXNV];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) wv[v] = vload(wp + c * O + v * L);
+#pragma GCC unroll 24
+        for (int p = 0; p < P; ++p) {
+          const float s = xp[p * C + c];
+#pragma GCC unroll 4
+          for (int v = 0; v < NV; ++v) acc[p][v] += s * wv[v];
+        }
+      }
+    }
+  }
+#pragma GCC unroll 24
+  for (int p = 0; p < P; ++p)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) vstore(y + p * O + v * L, acc[p][v]);
+}
+
+static inline __attribute__((always_inline)) void dw_tile(
+    const float *x, const float *dy, float *dw, int64_t C, int64_t O, int64_t OW, int64_t rows,
+    int64_t xrow, int64_t dyrow, const int NV, const int CB) {
+  vec acc[MAXP][MAXNV];
+#pragma GCC unroll 24
+  for (int c = 0; c < CB; ++c)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[c][v] = vload(dw + c * O + v * L);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float *xr = x + r * xrow;
+    const float *dr = dy + r * dyrow;
+    for (int64_t j = 0; j < OW; ++j) {
+      vec dv[MAXNV];
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) dv[v] = vload(dr + j * O + v * L);
+#pragma GCC unroll 24
+      for (int c = 0; c < CB; ++c) {
+        const float s = xr[j * C + c];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) acc[c][v] += s * dv[v];
+      }
+    }
+  }
+#pragma GCC unroll 24
+  for (int c = 0; c < CB; ++c)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) vstore(dw + c * O + v * L, acc[c][v]);
+}
+
+typedef void (*fwd_fn)(const float *, const float *, float *, int64_t, int64_t, int64_t, int64_t,
+                       int64_t);
+typedef void (*dw_fn)(const float *, const float *, float *, int64_t, int64_t, int64_t, int64_t,
+                      int64_t, int64_t);
+
+#define DEF(NV, P)                                                                              \
+  static void fwd_##NV##_##P(const float *x, const float *w, float *y, int64_t C, int64_t O,   \
+                             int64_t KH, int64_t KW, int64_t row) {                             \
+    fwd_tile(x, w, y, C, O, KH, KW, row, NV, P);                                                \
+  }                                                                                             \
+  static void dw_##NV##_##P(const float *x, const float *dy, float *dw, int64_t C, int64_t O,  \
+                            int64_t OW, int64_t rows, int64_t xrow, int64_t dyrow) {           \
+    dw_tile(x, dy, dw, C, O, OW, rows, xrow, dyrow, NV, P);                                     \
+  }
+#define DEF24(NV)                                                                               \
+  DEF(NV, 1) DEF(NV, 2) DEF(NV, 3) DEF(NV, 4) DEF(NV, 5) DEF(NV, 6) DEF(NV, 7) DEF(NV, 8)       \
+  DEF(NV, 9) DEF(NV, 10) DEF(NV, 11) DEF(NV, 12) DEF(NV, 13) DEF(NV, 14) DEF(NV, 15)            \
+  DEF(NV, 16) DEF(NV, 17) DEF(NV, 18) DEF(NV, 19) DEF(NV, 20) DEF(NV, 21) DEF(NV, 22)           \
+  DEF(NV, 23) DEF(NV, 24)
+DEF24(1) DEF24(2) DEF24(3) DEF24(4)
+#define ROW(K, NV)                                                                              \
+  { K##_##NV##_1, K##_##NV##_2, K##_##NV##_3, K##_##NV##_4, K##_##NV##_5, K##_##NV##_6,          \
+    K##_##NV##_7, K##_##NV##_8, K##_##NV##_9, K##_##NV##_10, K##_##NV##_11, K##_##NV##_12,       \
+    K##_##NV##_13, K##_##NV##_14, K##_##NV##_15, K##_##NV##_16, K##_##NV##_17, K##_##NV##_18,    \
+    K##_##NV##_19, K##_##NV##_20, K##_##NV##_21, K##_##NV##_22, K##_##NV##_23, K##_##NV##_24 }
+static const fwd_fn FWD[MAXNV][MAXP] = {ROW(fwd, 1), ROW(fwd, 2), ROW(fwd, 3), ROW(fwd, 4)};
+static const dw_fn DW[MAXNV][MAXP] = {ROW(dw, 1), ROW(dw, 2), ROW(dw, 3), ROW(dw, 4)};
+
+static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+static inline int tile_len(int nv) { return (int)max64(1, min64(MAXP, ACC / nv)); }
+
+/* ------------------------------------------------------------------------------------------ */
+/* Work sharing on XLA's intra-op pool                                                         */
+
+typedef void (*body_fn)(void *ctx, int64_t item);
+
+typedef struct {
+  atomic_long next, active, refs;
+  int64_t n;
+  body_fn body;
+  void *ctx;
+} shared_t;
+
+static void release(shared_t *s) {
+  if (atomic_fetch_sub(&s->refs, 1) == 1) free(s);
+}
+
+/* Takes items until none are left. `ctx` is read only while items remain, and the caller does
+ * not return before every worker that took an item has finished, so a task that the pool runs
+ * late finds the counter exhausted and touches nothing but `s`. */
+static void work(shared_t *s) {
+  atomic_fetch_add(&s->active, 1);
+  for (int64_t i; (i = atomic_fetch_add(&s->next, 1)) < s->n;) s->body(s->ctx, i);
+  atomic_fetch_sub(&s->active, 1);
+}
+
+static void task(void *data) {
+  shared_t *s = data;
+  work(s);
+  release(s);
+}
+
+static int64_t pool_threads(const XLA_FFI_Api *api, XLA_FFI_ExecutionContext *ctx) {
+  int64_t n = 0;
+  XLA_FFI_ThreadPool_NumThreads_Args args = {XLA_FFI_ThreadPool_NumThreads_Args_STRUCT_SIZE, 0,
+                                             ctx, &n};
+  XLA_FFI_Error *err = api->XLA_FFI_ThreadPool_NumThreads(&args);
+  if (err) {
+    XLA_FFI_Error_Destroy_Args d = {XLA_FFI_Error_Destroy_Args_STRUCT_SIZE, 0, err};
+    api->XLA_FFI_Error_Destroy(&d);
+    return 1;
+  }
+  return max64(1, n);
+}
+
+/* Runs body(ctx, i) for i in [0, n) on the caller and up to `workers - 1` pool tasks. */
+static void parallel_for(const XLA_FFI_Api *api, XLA_FFI_ExecutionContext *ctx, int64_t n,
+                         int64_t workers, body_fn body, void *bctx) {
+  if (workers <= 1 || n <= 1) {
+    for (int64_t i = 0; i < n; ++i) body(bctx, i);
+    return;
+  }
+  shared_t *s = malloc(sizeof *s);
+  atomic_init(&s->next, 0);
+  atomic_init(&s->active, 0);
+  atomic_init(&s->refs, 1);
+  s->n = n;
+  s->body = body;
+  s->ctx = bctx;
+  for (int64_t t = 1; t < workers; ++t) {
+    atomic_fetch_add(&s->refs, 1);
+    XLA_FFI_ThreadPool_Schedule_Args args = {XLA_FFI_ThreadPool_Schedule_Args_STRUCT_SIZE, 0,
+                                             ctx, task, s};
+    XLA_FFI_Error *err = api->XLA_FFI_ThreadPool_Schedule(&args);
+    if (err) { /* no pool: the caller does the work */
+      XLA_FFI_Error_Destroy_Args d = {XLA_FFI_Error_Destroy_Args_STRUCT_SIZE, 0, err};
+      api->XLA_FFI_Error_Destroy(&d);
+      release(s);
+      break;
+    }
+  }
+  work(s);
+  while (atomic_load(&s->active) != 0) sched_yield();
+  release(s);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Kernels                                                                                     */
+
+typedef struct {
+  const float *x, *w;
+  float *y;
+  int64_t H, W, C, KH, KW, O, OH, OW;
+} fwd_ctx;
+
+static void fwd_row(void *p, int64_t r) {
+  const fwd_ctx *k = p;
+  const int64_t n = r / k->OH, i = r % k->OH;
+  const float *xr = k->x + (n * k->H + i) * k->W * k->C;
+  float *yr = k->y + (n * k->OH + i) * k->OW * k->O;
+  for (int64_t o0 = 0; o0 < k->O; o0 += MAXNV * L) {
+    const int nv = (int)min64(MAXNV, (k->O - o0) / L);
+    const int pj = tile_len(nv);
+    for (int64_t j = 0; j < k->OW; j += pj) {
+      const int np = (int)min64(pj, k->OW - j);
+      FWD[nv - 1][np - 1](xr + j * k->C, k->w + o0, yr + j * k->O + o0, k->C, k->O, k->KH,
+                          k->KW, k->W * k->C);
+    }
+  }
+}
+
+typedef struct {
+  const float *x, *dy;
+  float *part;
+  int64_t H, W, C, KH, KW, O, OH, OW, band, bands, size, N, slots;
+} dw_ctx;
+
+static void dw_range(const dw_ctx *k, float *acc, int64_t item) {
+  const int64_t n = item / k->bands, i0 = (item % k->bands) * k->band;
+  const int64_t rows = min64(k->band, k->OH - i0);
+  for (int64_t a = 0; a < k->KH; ++a)
+    for (int64_t b = 0; b < k->KW; ++b)
+      for (int64_t o0 = 0; o0 < k->O; o0 += MAXNV * L) {
+        const int nv = (int)min64(MAXNV, (k->O - o0) / L);
+        const int cb = tile_len(nv);
+        for (int64_t c0 = 0; c0 < k->C; c0 += cb) {
+          const int nc = (int)min64(cb, k->C - c0);
+          DW[nv - 1][nc - 1](k->x + ((n * k->H + i0 + a) * k->W + b) * k->C + c0,
+                             k->dy + (n * k->OH + i0) * k->OW * k->O + o0,
+                             acc + ((a * k->KW + b) * k->C + c0) * k->O + o0, k->C, k->O, k->OW,
+                             rows, k->W * k->C, k->OW * k->O);
+        }
+      }
+}
+
+/* Slot s sums a fixed, contiguous share of the (image, row band) items into its own partial sum,
+ * whichever thread runs it, so the result does not depend on scheduling (deterministic). */
+static void dw_slot(void *p, int64_t slot) {
+  const dw_ctx *k = p;
+  const int64_t items = k->N * k->bands;
+  const int64_t lo = items * slot / k->slots, hi = items * (slot + 1) / k->slots;
+  for (int64_t item = lo; item < hi; ++item) dw_range(k, k->part + slot * k->size, item);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* FFI plumbing                                                                                */
+
+static XLA_FFI_Error *error(const XLA_FFI_Api *api, const char *msg) {
+  XLA_FFI_Error_Create_Args args = {XLA_FFI_Error_Create_Args_STRUCT_SIZE, 0, msg,
+                                    XLA_FFI_Error_Code_INVALID_ARGUMENT};
+  return api->XLA_FFI_Error_Create(&args);
+}
+
+/* Answers XLA's metadata query; returns 1 when the call was one. */
+static int metadata(XLA_FFI_CallFrame *frame) {
+  XLA_FFI_Extension_Base *ext = frame->extension_start;
+  if (!ext || ext->type != XLA_FFI_Extension_Metadata) return 0;
+  XLA_FFI_Metadata *m = ((XLA_FFI_Metadata_Extension *)ext)->metadata;
+  m->api_version.struct_size = XLA_FFI_Api_Version_STRUCT_SIZE;
+  m->api_version.extension_start = 0;
+  m->api_version.major_version = XLA_FFI_API_MAJOR;
+  m->api_version.minor_version = XLA_FFI_API_MINOR;
+  m->traits = 0;
+  m->state_type_id.type_id = 0;
+  return 1;
+}
+
+/* Checks the call: two f32 rank-4 arguments, one f32 rank-4 result. */
+static const char *check_frame(XLA_FFI_CallFrame *frame) {
+  if (frame->args.size != 2 || frame->rets.size != 1)
+    return "fjl_conv2d: expected 2 arguments and 1 result";
+  for (int i = 0; i < 2; ++i) {
+    const XLA_FFI_Buffer *b = frame->args.args[i];
+    if (frame->args.types[i] != XLA_FFI_ArgType_BUFFER || b->dtype != XLA_FFI_DataType_F32 ||
+        b->rank != 4)
+      return "fjl_conv2d: arguments must be rank-4 float32 arrays";
+  }
+  const XLA_FFI_Buffer *r = frame->rets.rets[0];
+  if (frame->rets.types[0] != XLA_FFI_RetType_BUFFER || r->dtype != XLA_FFI_DataType_F32 ||
+      r->rank != 4)
+    return "fjl_conv2d: the result must be a rank-4 float32 array";
+  return 0;
+}
+
+XLA_FFI_Error *FjlConv2dFwd(XLA_FFI_CallFrame *frame) {
+  if (metadata(frame)) return 0;
+  if (frame->stage != XLA_FFI_ExecutionStage_EXECUTE) return 0;
+  const char *bad = check_frame(frame);
+  if (bad) return error(frame->api, bad);
+  const XLA_FFI_Buffer *x = frame->args.args[0], *w = frame->args.args[1];
+  const XLA_FFI_Buffer *y = frame->rets.rets[0];
+  fwd_ctx k = {x->data, w->data, y->data, x->dims[1], x->dims[2], x->dims[3],
+               w->dims[0], w->dims[1], w->dims[3], y->dims[1], y->dims[2]};
+  if (w->dims[2] != k.C || k.O % L != 0 || y->dims[0] != x->dims[0] || y->dims[3] != k.O ||
+      k.OH != k.H - k.KH + 1 || k.OW != k.W - k.KW + 1)
+    return error(frame->api, "fjl_conv2d_fwd: shapes do not match (output channels must be a "
+                             "multiple of 16)");
+  const int64_t rows = x->dims[0] * k.OH;
+  parallel_for(frame->api, frame->ctx, rows, pool_threads(frame->api, frame->ctx), fwd_row, &k);
+  return 0;
+}
+
+XLA_FFI_Error *FjlConv2dDw(XLA_FFI_CallFrame *frame) {
+  if (metadata(frame)) return 0;
+  if (frame->stage != XLA_FFI_ExecutionStage_EXECUTE) return 0;
+  const char *bad = check_frame(frame);
+  if (bad) return error(frame->api, bad);
+  const XLA_FFI_Buffer *x = frame->args.args[0], *dy = frame->args.args[1];
+  const XLA_FFI_Buffer *dw = frame->rets.rets[0];
+  dw_ctx k = {x->data, dy->data, 0, x->dims[1], x->dims[2], x->dims[3],
+              dw->dims[0], dw->dims[1], dy->dims[3], dy->dims[1], dy->dims[2]};
+  if (dw->dims[2] != k.C || dw->dims[3] != k.O || k.O % L != 0 || dy->dims[0] != x->dims[0] ||
+      k.OH != k.H - k.KH + 1 || k.OW != k.W - k.KW + 1)
+    return error(frame->api, "fjl_conv2d_dw: shapes do not match (output channels must be a "
+                             "multiple of 16)");
+  k.N = x->dims[0];
+  k.size = k.KH * k.KW * k.C * k.O;
+  k.band = max64(1, min64(k.OH, 2048 / max64(k.OW, 1)));
+  k.bands = (k.OH + k.band - 1) / k.band;
+  k.slots = max64(1, min64(pool_threads(frame->api, frame->ctx), k.N * k.bands));
+  k.part = calloc((size_t)(k.slots * k.size), sizeof(float));
+  if (!k.part) return error(frame->api, "fjl_conv2d_dw: out of memory");
+  parallel_for(frame->api, frame->ctx, k.slots, k.slots, dw_slot, &k);
+  float *out = dw->data;
+  memcpy(out, k.part, (size_t)k.size * sizeof(float));
+  for (int64_t t = 1; t < k.slots; ++t) {
+    const float *p = k.part + t * k.size;
+    for (int64_t e = 0; e < k.size; ++e) out[e] += p[e];
+  }
+  free(k.part);
+  return 0;
+}

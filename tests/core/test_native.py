@@ -1,0 +1,200 @@
+"""The native CPU convolution kernels against NumPy loops, under the transformations the engine uses."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from fedjax_like.core import cohort, native
+from fedjax_like.core.lowering import im2col_convolutions, native_convolutions
+
+RNG = np.random.default_rng(7)
+
+
+@pytest.fixture(scope='module', autouse=True)
+def _built():
+  if native._compiler() is None:
+    pytest.skip('no C compiler on this machine: the engine uses im2col (tested elsewhere)')
+  assert native.available(), native.unavailable_reason()
+
+
+def numpy_conv_and_grads(x, w, dy):
+  """VALID stride-1 convolution of x [N,H,W,C] with w [KH,KW,C,O], and dx, dw for upstream dy."""
+  n, h, wd, c = x.shape
+  kh, kw, _, o = w.shape
+  oh, ow = h - kh + 1, wd - kw + 1
+  x64, w64, dy64 = x.astype(np.float64), w.astype(np.float64), dy.astype(np.float64)
+  y = np.zeros((n, oh, ow, o))
+  dx = np.zeros_like(x64)
+  dw = np.zeros_like(w64)
+  for a in range(kh):
+    for b in range(kw):
+      window = x64[:, a : a + oh, b : b + ow, :]  # [N, OH, OW, C]
+      y += window @ w64[a, b]
+      dw[a, b] = np.einsum('nijc,nijo->co', window, dy64)
+      dx[:, a : a + oh, b : b + ow, :] += dy64 @ w64[a, b].T
+  return y, dx, dw
+
+
+def _data(n, h, wd, c, o, kh=3, kw=3):
+  x = RNG.normal(size=(n, h, wd, c)).astype(np.float32)
+  w = (RNG.normal(size=(kh, kw, c, o)) / np.sqrt(kh * kw * c)).astype(np.float32)
+  dy = RNG.normal(size=(n, h - kh + 1, wd - kw + 1, o)).astype(np.float32)
+  return x, w, dy
+
+
+@pytest.mark.parametrize(
+    'n,h,wd,c,o,kh,kw',
+    [
+        (3, 9, 11, 32, 64, 3, 3),  # the EMNIST CNN's second convolution; a partial pixel tile
+        (2, 8, 8, 1, 32, 3, 3),  # one input channel: the input gradient takes the einsum path
+        (2, 30, 29, 64, 32, 3, 3),  # the second convolution's input-gradient shape
+        (1, 6, 7, 5, 48, 2, 3),  # three vectors of outputs, odd channels, a 2x3 kernel
+        (2, 7, 40, 16, 80, 3, 1),  # 80 outputs: a 4-vector and a 1-vector block; long rows
+        (17, 5, 5, 16, 16, 5, 5),  # kernel as large as the image (1x1 output); 17 images
+    ],
+)
+def test_values_and_both_gradients_match_numpy_loops(n, h, wd, c, o, kh, kw):
+  x, w, dy = _data(n, h, wd, c, o, kh, kw)
+  y_ref, dx_ref, dw_ref = numpy_conv_and_grads(x, w, dy)
+  y, vjp = jax.vjp(jax.jit(native.conv2d), x, w)
+  dx, dw = vjp(dy)
+  scale = lambda r: np.abs(r).max()
+  np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5 * scale(y_ref))
+  np.testing.assert_allclose(dx, dx_ref, rtol=1e-5, atol=1e-5 * scale(dx_ref))
+  np.testing.assert_allclose(dw, dw_ref, rtol=1e-5, atol=1e-5 * scale(dw_ref))
+
+
+def test_kernel_gradient_is_deterministic():
+  x, w, dy = _data(32, 12, 12, 32, 64)  # many images: the sum is split over threads
+  grad = jax.jit(lambda x, w, dy: jax.vjp(native.conv2d, x, w)[1](dy)[1])
+  first = np.asarray(grad(x, w, dy))
+  for _ in range(5):
+    np.testing.assert_array_equal(grad(x, w, dy), first)
+
+
+def test_vmap_over_per_client_weights_and_scan_over_steps():
+  """What a round does: clients (own weights) vmapped, local steps in a scan, grads in the body."""
+  clients, steps = 3, 4
+  x = RNG.normal(size=(clients, steps, 2, 8, 8, 16)).astype(np.float32)
+  w0 = (RNG.normal(size=(clients, 3, 3, 16, 32)) * 0.1).astype(np.float32)
+
+  def train(conv, w, xs):
+    def step(w, xb):
+      g = jax.grad(lambda w: jnp.mean(jnp.tanh(conv(xb, w))))(w)
+      return w - 50.0 * g, None
+
+    return lax.scan(step, w, xs)[0]
+
+  reference = lambda x, w: lax.conv_general_dilated(
+      x, w, (1, 1), 'VALID', dimension_numbers=('NHWC', 'HWIO', 'NHWC'), precision='highest'
+  )
+  got = jax.jit(jax.vmap(lambda w, xs: train(native.conv2d, w, xs)))(w0, x)
+  want = np.stack([train(reference, w0[i], x[i]) for i in range(clients)])
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+class _CNN(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    x = nn.relu(nn.Conv(16, (3, 3), padding='SAME')(x))  # padded, one input channel
+    x = nn.relu(nn.Conv(32, (3, 3), padding='VALID')(x))
+    x = nn.Conv(8, (3, 3), strides=2)(x)  # strided, 8 outputs: left to im2col
+    return nn.Dense(5)(x.reshape(x.shape[0], -1))
+
+
+def test_lowering_routes_supported_convolutions_to_the_kernels():
+  module = _CNN()
+  x = RNG.normal(size=(4, 10, 10, 1)).astype(np.float32)
+  labels = np.arange(4) % 5
+  params = module.init(jax.random.key(0), x)
+
+  def loss(apply, p):
+    logits = apply(p, x)
+    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], 1))
+
+  lowered = native_convolutions(module.apply)
+  jaxpr = str(jax.make_jaxpr(lambda p: jax.grad(lambda p: loss(lowered, p))(p))(params))
+  assert jaxpr.count('fjl_conv2d_fwd') >= 3  # two forward passes, one input gradient
+  assert 'fjl_conv2d_dw' in jaxpr and 'conv_general_dilated' not in jaxpr
+  np.testing.assert_allclose(lowered(params, x), module.apply(params, x), rtol=1e-5, atol=1e-5)
+  g_native = jax.grad(lambda p: loss(lowered, p))(params)
+  g_xla = jax.grad(lambda p: loss(module.apply, p))(params)
+  g_im2col = jax.grad(lambda p: loss(im2col_convolutions(module.apply), p))(params)
+  for a, b, c in zip(jax.tree.leaves(g_native), jax.tree.leaves(g_xla), jax.tree.leaves(g_im2col)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(a, c, rtol=1e-4, atol=1e-6)
+
+
+def test_engine_uses_the_kernels_on_cpu_by_default():
+  conv = lambda x, k: lax.conv_general_dilated(
+      x, k, (1, 1), 'VALID', dimension_numbers=('NHWC', 'HWIO', 'NHWC')
+  )
+  x, w, _ = _data(2, 6, 6, 4, 16)
+  for mode, expect in (('auto', True), ('native', True), ('im2col', False)):
+    with cohort.execution(conv_lowering=mode):
+      lowered = cohort.lower_forward(conv)
+    assert ('fjl_conv2d_fwd' in str(jax.make_jaxpr(lowered)(x, w))) is expect, mode
+    np.testing.assert_allclose(lowered(x, w), conv(x, w), rtol=1e-5, atol=1e-5)
+
+
+def test_a_bad_call_names_the_problem():
+  x = jnp.ones((1, 5, 5, 3))
+  w = jnp.ones((3, 3, 3, 10))  # 10 output channels: not a multiple of 16
+  assert not native.supports(x, w)
+  call = jax.ffi.ffi_call('fjl_conv2d_fwd', jax.ShapeDtypeStruct((1, 3, 3, 10), jnp.float32))
+  with pytest.raises(Exception, match='multiple of 16'):
+    jax.block_until_ready(call(x, w))
+
+
+def _fresh_process(code, **env):
+  run_env = {**os.environ, **env}
+  done = subprocess.run(
+      [sys.executable, '-c', textwrap.dedent(code)],
+      capture_output=True,
+      text=True,
+      env=run_env,
+      timeout=240,
+  )
+  assert done.returncode == 0, done.stderr[-3000:]
+  return done
+
+
+_FALLBACK = """
+    import warnings
+    import numpy as np, jax
+    from jax import lax
+    from fedjax_like.core import native
+    from fedjax_like.core.lowering import native_convolutions
+    conv = lambda x, k: lax.conv_general_dilated(
+        x, k, (1, 1), 'VALID', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    x = np.random.default_rng(0).normal(size=(2, 6, 6, 4)).astype(np.float32)
+    k = np.random.default_rng(1).normal(size=(3, 3, 4, 16)).astype(np.float32)
+    with warnings.catch_warnings(record=True) as caught:
+      warnings.simplefilter('always')
+      lowered = native_convolutions(conv)
+      assert 'fjl_conv2d' not in str(jax.make_jaxpr(lowered)(x, k))
+      np.testing.assert_allclose(lowered(x, k), conv(x, k), rtol=1e-5, atol=1e-5)
+    print('AVAILABLE', native.available(), 'REASON', native.unavailable_reason())
+    print('WARNINGS', [str(w.message) for w in caught])
+"""
+
+
+def test_without_a_working_compiler_the_engine_falls_back_with_one_warning(tmp_path):
+  done = _fresh_process(_FALLBACK, CC='false', FEDJAX_LIKE_CACHE_DIR=str(tmp_path))
+  assert 'AVAILABLE False' in done.stdout
+  assert 'failed' in done.stdout and 'native CPU convolutions unavailable' in done.stdout
+  assert done.stdout.count('unavailable, using the im2col lowering') == 1
+
+
+def test_disabled_by_environment_without_a_warning(tmp_path):
+  done = _fresh_process(_FALLBACK, FEDJAX_LIKE_NATIVE='0', FEDJAX_LIKE_CACHE_DIR=str(tmp_path))
+  assert 'AVAILABLE False REASON disabled' in done.stdout and 'WARNINGS []' in done.stdout
+  assert not list(tmp_path.iterdir())  # nothing was built
