@@ -14,7 +14,8 @@ device's peak), the padding waste of the packed cohort (masked slots / all slots
 jitted, driven from Python) at the same batch size on the same machine, measured in the same run.
 The reference is the limit for this workload; ``fraction`` is examples/s over it. The raw step is
 measured with XLA's own convolution and with each of the engine's CPU lowerings (im2col, native
-kernels), and the fastest is the reference. Writes ``benchmarks/results/cohort-<backend>.json`` and prints a markdown table.
+kernels), and the fastest is the reference. Writes ``benchmarks/results/cohort-<backend>.json``
+and prints a markdown table.
 """
 
 from __future__ import annotations

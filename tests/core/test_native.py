@@ -1,4 +1,4 @@
-"""The native CPU convolution kernels against NumPy loops, under the transformations the engine uses."""
+"""The native CPU convolution kernels against NumPy loops, under the engine's transformations."""
 
 import os
 import subprocess
@@ -128,7 +128,8 @@ def test_lowering_routes_supported_convolutions_to_the_kernels():
   g_native = jax.grad(lambda p: loss(lowered, p))(params)
   g_xla = jax.grad(lambda p: loss(module.apply, p))(params)
   g_im2col = jax.grad(lambda p: loss(im2col_convolutions(module.apply), p))(params)
-  for a, b, c in zip(jax.tree.leaves(g_native), jax.tree.leaves(g_xla), jax.tree.leaves(g_im2col)):
+  leaves = [jax.tree.leaves(g) for g in (g_native, g_xla, g_im2col)]
+  for a, b, c in zip(*leaves, strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(a, c, rtol=1e-4, atol=1e-6)
 
