@@ -16,13 +16,20 @@
  * Written in C with GCC vector extensions and compiled on first use with -march=native (see
  * fedjax_like/core/native.py), so the same source becomes AVX-512, AVX2 or NEON code on the
  * machine that runs it. */
+/* Built freestanding (-ffreestanding -nostdlib): only the compiler's own headers, so a compiler
+ * without the C library's development files works too. The few C library functions used are
+ * declared here and bound when Python loads the library (the process already has the C library). */
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sched.h>
 
 #include "xla/ffi/api/c_api.h"
+
+void *malloc(size_t size);
+void *calloc(size_t count, size_t size);
+void free(void *ptr);
+void *memcpy(void *dst, const void *src, size_t n);
+int sched_yield(void);
 
 #define L 16 /* floats per vector */
 typedef float vec __attribute__((vector_size(64), aligned(4)));
@@ -184,6 +191,10 @@ static void parallel_for(const XLA_FFI_Api *api, XLA_FFI_ExecutionContext *ctx, 
     return;
   }
   shared_t *s = malloc(sizeof *s);
+  if (!s) {
+    for (int64_t i = 0; i < n; ++i) body(bctx, i);
+    return;
+  }
   atomic_init(&s->next, 0);
   atomic_init(&s->active, 0);
   atomic_init(&s->refs, 1);

@@ -41,7 +41,8 @@ import jax.numpy as jnp
 from jax import lax
 
 _SOURCE = Path(__file__).with_name('_conv2d.c')
-_FLAGS = ('-O3', '-march=native', '-std=gnu11', '-shared', '-fPIC')
+# Freestanding: the compiler's own headers only (no libc development files needed, see the source).
+_FLAGS = ('-O3', '-march=native', '-std=gnu11', '-shared', '-fPIC', '-ffreestanding', '-nostdlib')
 _TARGETS = {'fjl_conv2d_fwd': 'FjlConv2dFwd', 'fjl_conv2d_dw': 'FjlConv2dDw'}
 LANES = 16  # output channels must be a multiple of this (one 64-byte vector of float32)
 
