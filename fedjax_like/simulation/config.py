@@ -109,6 +109,11 @@ class TrainingConfig:
       'auto', 'How the cohort engine runs clients (see fedjax_like.core.cohort).'
   )
   chunk_size: int | None = _field(None, "Clients per chunk for execution='chunked'.")
+  conv_lowering: Literal['auto', 'native', 'im2col', 'xla'] = _field(
+      'auto',
+      "How convolutions run: 'native' kernels (the CPU default), 'im2col', or XLA's own "
+      '(the accelerator default); see fedjax_like.core.lowering.',
+  )
 
 
 @dataclasses.dataclass

@@ -41,7 +41,8 @@ from fedjax_like.simulation.writers import CsvWriter, CurvePlot, TensorBoardWrit
 # Options that may change between the interrupted and the resumed invocation of one run (the
 # execution strategy may change results by float reassociation only, e.g. resuming on a GPU).
 _RESUMABLE_CHANGES = (
-    'training.num_rounds', 'training.execution', 'training.chunk_size', 'data.cache_dir',
+    'training.num_rounds', 'training.execution', 'training.chunk_size',
+    'training.conv_lowering', 'data.cache_dir',
     'data.download', 'evaluation.', 'output.', 'name', 'description',
 )  # fmt: skip
 
@@ -190,6 +191,15 @@ def _check_same_run(config: ExperimentConfig, paths: RunOutputs) -> None:
 def run_experiment(config: ExperimentConfig) -> tuple[TrainingResult, RunOutputs, dict[str, Any]]:
   """Builds the experiment, trains it in its run directory (resuming it if it has checkpoints)
   and writes the outputs. Returns ``(result, paths, summary)``."""
+  training = config.training
+  # Everything the run traces (the process, its checks, evaluation) runs as configured.
+  with cohort.execution(
+      training.execution, chunk_size=training.chunk_size, conv_lowering=training.conv_lowering
+  ):
+    return _run_experiment(config)
+
+
+def _run_experiment(config: ExperimentConfig):
   paths = run_paths(config)
   experiment = build_experiment(config)  # Fails here, before any output, if the data is missing.
   if config.output.overwrite and os.path.isdir(paths.run_dir):
@@ -213,24 +223,22 @@ def run_experiment(config: ExperimentConfig) -> tuple[TrainingResult, RunOutputs
   if paths.plot:
     writers.append(CurvePlot(paths.plot, title=f'{config.name}'))
 
-  training = config.training
   started = time.perf_counter()
-  with cohort.execution(training.execution, chunk_size=training.chunk_size):
-    result = run_training_process(
-        experiment.process,
-        experiment.train_data,
-        experiment.sampler,
-        training.num_rounds,
-        client_preprocess=experiment.client_preprocess,
-        evaluation=evaluation,
-        eval_every=eval_every,
-        checkpoint_dir=paths.checkpoints,
-        checkpoint_every=config.output.checkpoint_every,
-        keep_checkpoints=config.output.keep_checkpoints,
-        metrics_writers=writers,
-        progress=config.output.progress,
-        run_info=run_info(config),
-    )
+  result = run_training_process(
+      experiment.process,
+      experiment.train_data,
+      experiment.sampler,
+      config.training.num_rounds,
+      client_preprocess=experiment.client_preprocess,
+      evaluation=evaluation,
+      eval_every=eval_every,
+      checkpoint_dir=paths.checkpoints,
+      checkpoint_every=config.output.checkpoint_every,
+      keep_checkpoints=config.output.keep_checkpoints,
+      metrics_writers=writers,
+      progress=config.output.progress,
+      run_info=run_info(config),
+  )
   summary = _summary(config, result, paths, time.perf_counter() - started)
   with open(paths.summary, 'w') as f:
     json.dump(summary, f, indent=2)

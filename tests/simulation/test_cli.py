@@ -126,3 +126,22 @@ def test_dataset_that_cannot_be_loaded_fails_before_training(tmp_path, capsys):
   assert "data.dataset = 'emnist' cannot be loaded" in err and str(cache) in err
   assert 'emnist_all.sqlite' in err
   assert not (tmp_path / 'runs').exists()
+
+
+def test_conv_lowering_option_reaches_the_engine(tmp_path, capsys, monkeypatch):
+  from fedjax_like.core import cohort
+
+  seen = []
+  original = cohort.lower_forward
+
+  def spy(fn, config=None):
+    seen.append((config or cohort.current_config()).conv_lowering)
+    return original(fn, config)
+
+  monkeypatch.setattr(cohort, 'lower_forward', spy)
+  status, _, _ = _train(
+      capsys, *_short(tmp_path, '--training.conv_lowering', 'im2col', '--model.name', 'cnn')
+  )
+  assert status == 0 and seen and set(seen) == {'im2col'}, seen
+  status, _, err = _train(capsys, *_short(tmp_path / 'b', '--training.conv_lowering', 'fast'))
+  assert status != 0 and 'training.conv_lowering' in err and 'native' in err, err
