@@ -7,7 +7,7 @@ Every federated computation reaches the clients through these calls:
 - :func:`sum_clients` runs ``fn`` once per client and returns only the *sum* of the outputs. A
   weighted mean is a sum of ``(w * x, w)`` pairs, so aggregation never needs the stacked outputs and
   memory can stay O(chunk) however large the cohort is;
-- :func:`fold_steps` is a client's loop over its local steps; padding steps can be skipped;
+- :func:`fold_steps` is a client's loop over its local steps; padding steps are never computed;
 - :func:`lower_forward` gives a model's forward pass the lowering that is fast on this backend.
 
 Arguments are pytrees; ``in_axes`` says, per argument, whether it is per-client (``0``: a leading
@@ -32,8 +32,10 @@ padding, which is inert, so results are unchanged). :func:`plan_step_groups` cho
 dynamic programming over cut points at 1/64ths of the cohort and step budgets on a 1.25x ladder,
 keeping masked/computed steps under 15% on EMNIST-like cohorts (tests/learning/test_step_groups.py)
 while the set of group shapes stays small; a plan is kept (budgets raised as needed) while it stays
-efficient, so rounds reuse one compiled program. Under ``sequential`` padding steps are skipped (``lax.cond``),
-so groups cost no compute there either way.
+efficient, so rounds reuse one compiled program. ``fold_steps`` loops over a client's real steps
+only (a ``while_loop`` whose trip count is the number of active steps), so padding steps cost no
+compute under ``sequential``, and under ``vmap`` a group runs as long as its longest member
+actually needs, whatever its budget: budgets set memory and compiled shapes, not time.
 
 The groups also set the *memory*: the process packs the cohort as one block per group
 (:func:`fedjax_like.data.packing.pack_groups`), each padded only to its budget, and joins the
@@ -642,13 +644,17 @@ def fold_steps(
     step: ``(carry, x) -> carry``.
     carry: the initial carry.
     xs: pytree of ``[num_steps, ...]`` arrays.
-    active: optional bool ``[num_steps]``; inactive (padding) steps are skipped with ``lax.cond``,
-      so they cost nothing when clients run one at a time (under ``vmap`` both branches run and
-      the carry is selected, which is still exact). Inside a step group (see
-      :func:`plan_step_groups`) the loop stops at the group's step budget: every step past it is
-      padding for every client of the group, so stopping early is exact. The engine may also hand
-      the client function its data leaves already cut to the budget, so a client function must not
-      depend on how many padding steps its arrays hold (derive per-step keys with
+    active: optional bool ``[num_steps]``: only the active steps run, in order; inactive
+      (padding) steps are never computed. The loop is a ``while_loop`` over the active steps'
+      indices, so its trip count is the number of real steps, not the length of ``xs``. Under
+      ``vmap`` (clients side by side) it runs as long as the longest client of the batch, and
+      clients already done keep their carry (selected). Reverse-mode differentiation *through*
+      the loop needs a static trip count: pass ``active=None`` (masking inside ``step``) or use
+      ``execution(unroll_steps=True)``, which skips inactive steps with ``lax.cond`` instead.
+      Inside a step group (see :func:`plan_step_groups`) the loop sees only the group's step
+      budget: every step past it is padding for every client of the group. The engine may also
+      hand the client function its data leaves already cut to the budget, so a client function
+      must not depend on how many padding steps its arrays hold (derive per-step keys with
       ``fold_in(key, step)``, not ``split(key, num_steps)``).
     config: overrides the configuration in force.
   """
@@ -662,12 +668,26 @@ def fold_steps(
     xs, active = jax.tree.map(lambda x: x[:limit] if x.shape[0] > limit else x, (xs, active))
   if active is None:
     return jax.lax.scan(lambda c, x: (step(c, x), None), carry, xs, unroll=unroll)[0]
+  if unroll:
 
-  def body(c, inputs):
-    x, on = inputs
-    return jax.lax.cond(on, lambda c: step(c, x), lambda c: c, c), None
+    def body(c, inputs):
+      x, on = inputs
+      return jax.lax.cond(on, lambda c: step(c, x), lambda c: c, c), None
 
-  return jax.lax.scan(body, carry, (xs, active), unroll=unroll)[0]
+    return jax.lax.scan(body, carry, (xs, active), unroll=unroll)[0]
+
+  # The active steps' indices first, in order (a stable sort), and how many there are. On a packed
+  # cohort they are the leading steps, but any mask is exact.
+  active = jnp.asarray(active, bool)
+  order = jnp.argsort(~active, stable=True).astype(jnp.int32)
+  count = jnp.sum(active, dtype=jnp.int32)
+
+  def body(state):
+    i, c = state
+    x = jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, order[i], keepdims=False), xs)
+    return i + 1, step(c, x)
+
+  return jax.lax.while_loop(lambda state: state[0] < count, body, (jnp.int32(0), carry))[1]
 
 
 def lower_forward(fn: Callable, config: ExecutionConfig | None = None) -> Callable:

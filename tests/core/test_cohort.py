@@ -77,20 +77,39 @@ def test_sharded_over_8_cpu_devices_equals_single_device():
   assert 'SHARDED OK' in out.stdout
 
 
-@pytest.mark.parametrize('strategy', ['vmap', 'sequential'])
-def test_fold_steps_skips_inactive_steps_exactly(strategy):
-  xs = jnp.arange(1.0, 7.0)
-  active = jnp.array([True, False, True, True, False, False])
-  expected = 0.0
-  for x, on in zip(np.asarray(xs), np.asarray(active)):
-    expected = expected * 0.5 + x if on else expected
+@pytest.mark.parametrize('unroll', [False, True])
+@pytest.mark.parametrize('strategy', ['vmap', 'sequential', 'chunked'])
+def test_fold_steps_runs_only_active_steps_in_order(strategy, unroll):
+  """Each client's active steps run in order (any mask, not only a prefix), and inactive steps
+  leave the carry alone: it counts the steps that took effect."""
+  masks = np.array([
+      [True, False, True, True, False, False],  # gaps
+      [True, True, True, True, True, True],  # all
+      [False, False, False, False, False, False],  # none
+      [True, True, False, False, False, False],  # a prefix, as packing makes
+      [False, False, False, False, False, True],  # only the last
+  ])
+  xs = np.arange(1.0, 31.0).reshape(5, 6)
+  expected = []
+  for x, mask in zip(xs, masks, strict=True):
+    value, ran = 0.0, 0
+    for v, on in zip(x, mask, strict=True):
+      if on:
+        value, ran = value * 0.5 + v, ran + 1
+    expected.append((value, ran))
 
   def client(x, a):
-    return cohort.fold_steps(lambda c, v: c * 0.5 + v, jnp.zeros(()), x, active=a)
+    step = lambda c, v: (c[0] * 0.5 + v, c[1] + 1)
+    return cohort.fold_steps(step, (jnp.zeros(()), jnp.int32(0)), x, active=a)
 
-  got = cohort.map_clients(client, (jnp.stack([xs, xs]), jnp.stack([active, active])), (0, 0),
-                           cohort.ExecutionConfig(strategy))
-  np.testing.assert_allclose(got, [expected, expected], rtol=1e-6)
+  config = cohort.ExecutionConfig(strategy, chunk_size=2, unroll_steps=unroll)
+  run = lambda x, a: cohort.map_clients(client, (x, a), (0, 0), config)
+  values, ran = jax.jit(run)(xs.astype(np.float32), masks)
+  if not unroll:  # the local loop is a while over the active steps, not a scan over all six
+    local = str(jax.make_jaxpr(client)(xs[0].astype(np.float32), masks[0]))
+    assert 'while' in local and 'scan' not in local, local
+  np.testing.assert_allclose(values, [v for v, _ in expected], rtol=1e-6)
+  np.testing.assert_array_equal(ran, [n for _, n in expected])
 
 
 def test_two_processes_on_localhost_equal_one_process():
