@@ -28,8 +28,10 @@ Ragged cohorts: ``next`` orders the cohort longest-first, plans *step groups*
 to its group's step budget (:func:`fedjax_like.data.packing.pack_groups`); the compiled round joins
 the blocks and the engine runs each group over only the steps its longest client needs, reading
 straight from its block. Host memory, transfer and device memory are then close to the cohort's
-real data. ``process.padding_waste`` is the last round's masked / computed steps (0 under
-``sequential``, which skips padding steps). A client's per-round key follows its position in that
+real data. ``process.padding_waste`` is the last round's masked / computed steps: 0 under
+``sequential``, which skips padding steps; under ``vmap``, clients side by side run as long as
+the longest of them (``fold_steps`` loops over real steps only), so a group's budget sets memory,
+not compute. A client's per-round key follows its position in that
 order, which is the same under every strategy; its per-step keys are ``fold_in(key, step)``.
 
 State is never mutated: ``next`` returns a new state, so keeping an old one is always safe.
@@ -155,6 +157,23 @@ class _TypedNext:
     return self._process.type_signature
 
 
+def _computed_waste(steps: np.ndarray, layout, shards: int) -> float:
+  """Masked / computed steps of a vectorized round over ``layout``'s blocks.
+
+  Clients side by side loop as long as the longest of them needs (``fold_steps`` stops at the
+  last real step), so each block costs, on each device, its clients times their longest real
+  step count there; budgets only set memory. Chunks within a block stop earlier still, so under
+  ``chunked`` this is an upper bound.
+  """
+  computed = 0
+  for rows, _ in layout:
+    per_device = np.array_split(steps[rows], shards) if len(rows) % shards else np.reshape(
+        steps[rows], (shards, -1)
+    )
+    computed += sum(len(part) * int(part.max(initial=0)) for part in per_device)
+  return 1.0 - float(steps.sum()) / computed if computed else 0.0
+
+
 class LearningProcess:
   """An iterative learning process over federated data.
 
@@ -274,11 +293,9 @@ class LearningProcess:
     )
     if plan.groups is None:
       layout = [(plan.order, None)]
-      self.padding_waste = None if user_groups else plan.ungrouped_waste
       self._plan = None
     else:
       self._plan = plan
-      self.padding_waste = plan.waste
       config = dataclasses.replace(config, step_groups=plan.groups)
       per_device = plan.order.reshape(shards, -1)
       layout, start = [], 0
@@ -287,6 +304,10 @@ class LearningProcess:
         start += count
     if strategy == 'sequential':
       self.padding_waste = 0.0  # padding steps are skipped, not computed
+    elif user_groups:
+      self.padding_waste = None  # the user's groups need not follow the sorted order
+    else:
+      self.padding_waste = _computed_waste(steps, layout, shards)
     return layout, config
 
   def _next_packed(self, state, parts) -> LearningProcessOutput:
