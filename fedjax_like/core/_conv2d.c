@@ -1,17 +1,20 @@
 /* Direct 2-D convolutions for XLA:CPU, called through the XLA FFI (C API).
  *
- * Layouts: input x [N, H, W, C], kernel w [KH, KW, C, O], output y [N, OH, OW, O] with
- * OH = H - KH + 1, OW = W - KW + 1 (stride 1, no dilation, VALID: callers pad first).
+ * Layouts: input x [N, H, W, C], kernel w [KH, KW, C, O], output y [N, OH, OW, O]; stride 1, no
+ * dilation. The input is zero-padded *implicitly* by `pad_top` rows and `pad_left` columns (the
+ * padding at the bottom and right follows from the output's size), so no padded copy is made:
  *
- *   fjl_conv2d_fwd(x, w) -> y      y[n,i,j,o]  = sum_{a,b,c} x[n,i+a,j+b,c] w[a,b,c,o]
- *   fjl_conv2d_dw(x, dy) -> dw     dw[a,b,c,o] = sum_{n,i,j} x[n,i+a,j+b,c] dy[n,i,j,o]
+ *   fjl_conv2d_fwd(x, w) -> y      y[n,i,j,o]  = sum_{a,b,c} xp[n,i+a,j+b,c] w[a,b,c,o]
+ *   fjl_conv2d_dw(x, dy) -> dw     dw[a,b,c,o] = sum_{n,i,j} xp[n,i+a,j+b,c] dy[n,i,j,o]
  *
- * (The input gradient is fjl_conv2d_fwd of the padded dy with the flipped, transposed kernel.)
- * Both are register-tiled outer products: a tile keeps up to kAcc accumulator vectors of 16
- * floats, loads a row of kernel (or dy) vectors once per input channel and broadcasts one input
- * value per pixel (or channel) of the tile, so every load feeds several fused multiply-adds and no
- * im2col matrix is ever written. Work is split over output rows (fwd) or over images and row
- * bands (dw, one partial sum per worker) on XLA's intra-op thread pool.
+ * where xp is x padded. The input gradient is fjl_conv2d_fwd of dy with the flipped, transposed
+ * kernel and padding (KH-1-pad_top, KW-1-pad_left). Both are register-tiled outer products: a tile
+ * keeps up to ACC accumulator vectors of 16 floats, loads a row of kernel (or dy) vectors once per
+ * input channel and broadcasts one input value per pixel (or channel) of the tile, so every load
+ * feeds several fused multiply-adds and no im2col matrix is ever written. Taps that fall on the
+ * padding are skipped, not multiplied by zero. Work is split over output rows (fwd) or over images
+ * and row bands (dw: a fixed share per task, each with its own partial sum, so the result does not
+ * depend on thread timing) on XLA's intra-op thread pool.
  *
  * Written in C with GCC vector extensions and compiled on first use with -march=native (see
  * fedjax_like/core/native.py), so the same source becomes AVX-512, AVX2 or NEON code on the
@@ -47,17 +50,20 @@ static inline void vstore(float *p, vec v) { *(vec *)p = v; }
 /* ------------------------------------------------------------------------------------------ */
 /* Tiles                                                                                      */
 
+/* y[p, o0:o0+16NV] for P consecutive output pixels, over the taps a in [a0, a1), b in [b0, b1)
+ * (those inside the input for every pixel of the tile). `x` points at the input element of tap
+ * (a0, b0) for the first pixel. */
 static inline __attribute__((always_inline)) void fwd_tile(
-    const float *x, const float *w, float *y, int64_t C, int64_t O, int64_t KH, int64_t KW,
-    int64_t row, const int NV, const int P) {
+    const float *x, const float *w, float *y, int64_t C, int64_t O, int64_t KW, int64_t row,
+    int64_t a0, int64_t a1, int64_t b0, int64_t b1, const int NV, const int P) {
   vec acc[MAXP][MAXNV];
 #pragma GCC unroll 24
   for (int p = 0; p < P; ++p)
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) acc[p][v] = (vec){0};
-  for (int64_t a = 0; a < KH; ++a) {
-    for (int64_t b = 0; b < KW; ++b) {
-      const float *xp = x + a * row + b * C;
+  for (int64_t a = a0; a < a1; ++a) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const float *xp = x + (a - a0) * row + (b - b0) * C;
       const float *wp = w + (a * KW + b) * C * O;
       for (int64_t c = 0; c < C; ++c) {
         vec wv[MAXNV];
@@ -78,8 +84,10 @@ static inline __attribute__((always_inline)) void fwd_tile(
     for (int v = 0; v < NV; ++v) vstore(y + p * O + v * L, acc[p][v]);
 }
 
+/* dw[c0:c0+CB, o0:o0+16NV] (one tap) += sum over `rows` rows of `cols` pixels of x * dy; `x` and
+ * `dy` point at the first pixel's elements. */
 static inline __attribute__((always_inline)) void dw_tile(
-    const float *x, const float *dy, float *dw, int64_t C, int64_t O, int64_t OW, int64_t rows,
+    const float *x, const float *dy, float *dw, int64_t C, int64_t O, int64_t cols, int64_t rows,
     int64_t xrow, int64_t dyrow, const int NV, const int CB) {
   vec acc[MAXP][MAXNV];
 #pragma GCC unroll 24
@@ -89,7 +97,7 @@ static inline __attribute__((always_inline)) void dw_tile(
   for (int64_t r = 0; r < rows; ++r) {
     const float *xr = x + r * xrow;
     const float *dr = dy + r * dyrow;
-    for (int64_t j = 0; j < OW; ++j) {
+    for (int64_t j = 0; j < cols; ++j) {
       vec dv[MAXNV];
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) dv[v] = vload(dr + j * O + v * L);
@@ -108,18 +116,19 @@ static inline __attribute__((always_inline)) void dw_tile(
 }
 
 typedef void (*fwd_fn)(const float *, const float *, float *, int64_t, int64_t, int64_t, int64_t,
-                       int64_t);
+                       int64_t, int64_t, int64_t, int64_t);
 typedef void (*dw_fn)(const float *, const float *, float *, int64_t, int64_t, int64_t, int64_t,
                       int64_t, int64_t);
 
 #define DEF(NV, P)                                                                              \
   static void fwd_##NV##_##P(const float *x, const float *w, float *y, int64_t C, int64_t O,   \
-                             int64_t KH, int64_t KW, int64_t row) {                             \
-    fwd_tile(x, w, y, C, O, KH, KW, row, NV, P);                                                \
+                             int64_t KW, int64_t row, int64_t a0, int64_t a1, int64_t b0,       \
+                             int64_t b1) {                                                      \
+    fwd_tile(x, w, y, C, O, KW, row, a0, a1, b0, b1, NV, P);                                    \
   }                                                                                             \
   static void dw_##NV##_##P(const float *x, const float *dy, float *dw, int64_t C, int64_t O,  \
-                            int64_t OW, int64_t rows, int64_t xrow, int64_t dyrow) {           \
-    dw_tile(x, dy, dw, C, O, OW, rows, xrow, dyrow, NV, P);                                     \
+                            int64_t cols, int64_t rows, int64_t xrow, int64_t dyrow) {         \
+    dw_tile(x, dy, dw, C, O, cols, rows, xrow, dyrow, NV, P);                                   \
   }
 #define DEF24(NV)                                                                               \
   DEF(NV, 1) DEF(NV, 2) DEF(NV, 3) DEF(NV, 4) DEF(NV, 5) DEF(NV, 6) DEF(NV, 7) DEF(NV, 8)       \
@@ -224,21 +233,39 @@ static void parallel_for(const XLA_FFI_Api *api, XLA_FFI_ExecutionContext *ctx, 
 typedef struct {
   const float *x, *w;
   float *y;
-  int64_t H, W, C, KH, KW, O, OH, OW;
+  int64_t H, W, C, KH, KW, O, OH, OW, pt, pl;
 } fwd_ctx;
 
+static inline int64_t clamp64(int64_t v, int64_t lo, int64_t hi) { return min64(max64(v, lo), hi); }
+
+/* One output row: pixels whose taps all lie inside the input run in tiles; the few at the left
+ * and right edges (where the padding is) run one at a time over their valid taps. */
 static void fwd_row(void *p, int64_t r) {
   const fwd_ctx *k = p;
   const int64_t n = r / k->OH, i = r % k->OH;
-  const float *xr = k->x + (n * k->H + i) * k->W * k->C;
+  const int64_t a0 = clamp64(k->pt - i, 0, k->KH), a1 = clamp64(k->H + k->pt - i, a0, k->KH);
+  const int64_t row = k->W * k->C;
+  const float *xr = k->x + (n * k->H + (i + a0 - k->pt)) * row;
   float *yr = k->y + (n * k->OH + i) * k->OW * k->O;
+  /* Interior pixels j: j - pl >= 0 and j - pl + KW - 1 <= W - 1. */
+  const int64_t j0 = clamp64(k->pl, 0, k->OW), j1 = clamp64(k->W - k->KW + 1 + k->pl, j0, k->OW);
   for (int64_t o0 = 0; o0 < k->O; o0 += MAXNV * L) {
     const int nv = (int)min64(MAXNV, (k->O - o0) / L);
     const int pj = tile_len(nv);
-    for (int64_t j = 0; j < k->OW; j += pj) {
-      const int np = (int)min64(pj, k->OW - j);
-      FWD[nv - 1][np - 1](xr + j * k->C, k->w + o0, yr + j * k->O + o0, k->C, k->O, k->KH,
-                          k->KW, k->W * k->C);
+    const float *w = k->w + o0;
+    for (int64_t j = 0; j < k->OW;) {
+      if (j >= j0 && j < j1) { /* a tile of interior pixels */
+        const int np = (int)min64(pj, j1 - j);
+        FWD[nv - 1][np - 1](xr + (j - k->pl) * k->C, w, yr + j * k->O + o0, k->C, k->O, k->KW,
+                            row, a0, a1, 0, k->KW);
+        j += np;
+      } else { /* an edge pixel: only the taps inside the input */
+        const int64_t b0 = clamp64(k->pl - j, 0, k->KW);
+        const int64_t b1 = clamp64(k->W + k->pl - j, b0, k->KW);
+        FWD[nv - 1][0](xr + (j + b0 - k->pl) * k->C, w, yr + j * k->O + o0, k->C, k->O, k->KW,
+                       row, a0, a1, b0, b1);
+        j += 1;
+      }
     }
   }
 }
@@ -246,25 +273,34 @@ static void fwd_row(void *p, int64_t r) {
 typedef struct {
   const float *x, *dy;
   float *part;
-  int64_t H, W, C, KH, KW, O, OH, OW, band, bands, size, N, slots;
+  int64_t H, W, C, KH, KW, O, OH, OW, pt, pl, band, bands, size, N, slots;
 } dw_ctx;
 
+/* Adds one (image, band of output rows) item to a partial sum: per tap, the output pixels whose
+ * input pixel lies inside the image form one rectangle. */
 static void dw_range(const dw_ctx *k, float *acc, int64_t item) {
   const int64_t n = item / k->bands, i0 = (item % k->bands) * k->band;
-  const int64_t rows = min64(k->band, k->OH - i0);
-  for (int64_t a = 0; a < k->KH; ++a)
-    for (int64_t b = 0; b < k->KW; ++b)
+  const int64_t i1 = min64(i0 + k->band, k->OH);
+  for (int64_t a = 0; a < k->KH; ++a) {
+    /* rows i with 0 <= i + a - pt < H */
+    const int64_t r0 = clamp64(k->pt - a, i0, i1), r1 = clamp64(k->H + k->pt - a, r0, i1);
+    if (r0 >= r1) continue;
+    for (int64_t b = 0; b < k->KW; ++b) {
+      const int64_t c0j = clamp64(k->pl - b, 0, k->OW), c1j = clamp64(k->W + k->pl - b, c0j, k->OW);
+      if (c0j >= c1j) continue;
+      const float *xs = k->x + ((n * k->H + r0 + a - k->pt) * k->W + (c0j + b - k->pl)) * k->C;
+      const float *ds = k->dy + ((n * k->OH + r0) * k->OW + c0j) * k->O;
       for (int64_t o0 = 0; o0 < k->O; o0 += MAXNV * L) {
         const int nv = (int)min64(MAXNV, (k->O - o0) / L);
         const int cb = tile_len(nv);
         for (int64_t c0 = 0; c0 < k->C; c0 += cb) {
           const int nc = (int)min64(cb, k->C - c0);
-          DW[nv - 1][nc - 1](k->x + ((n * k->H + i0 + a) * k->W + b) * k->C + c0,
-                             k->dy + (n * k->OH + i0) * k->OW * k->O + o0,
-                             acc + ((a * k->KW + b) * k->C + c0) * k->O + o0, k->C, k->O, k->OW,
-                             rows, k->W * k->C, k->OW * k->O);
+          DW[nv - 1][nc - 1](xs + c0, ds + o0, acc + ((a * k->KW + b) * k->C + c0) * k->O + o0,
+                             k->C, k->O, c1j - c0j, r1 - r0, k->W * k->C, k->OW * k->O);
         }
       }
+    }
+  }
 }
 
 /* Slot s sums a fixed, contiguous share of the (image, row band) items into its own partial sum,
@@ -316,6 +352,23 @@ static const char *check_frame(XLA_FFI_CallFrame *frame) {
   return 0;
 }
 
+/* The int64 scalar attribute `name`, or `fallback` when absent. */
+static int64_t attr_i64(XLA_FFI_CallFrame *frame, const char *name, int64_t fallback) {
+  size_t len = 0;
+  while (name[len]) ++len;
+  for (int64_t i = 0; i < frame->attrs.size; ++i) {
+    const XLA_FFI_ByteSpan *key = frame->attrs.names[i];
+    if (key->len != len || frame->attrs.types[i] != XLA_FFI_AttrType_SCALAR) continue;
+    int same = 1;
+    for (size_t c = 0; c < len && same; ++c) same = key->ptr[c] == name[c];
+    if (!same) continue;
+    const XLA_FFI_Scalar *v = frame->attrs.attrs[i];
+    if (v->dtype == XLA_FFI_DataType_S64) return *(const int64_t *)v->value;
+    if (v->dtype == XLA_FFI_DataType_S32) return *(const int32_t *)v->value;
+  }
+  return fallback;
+}
+
 XLA_FFI_Error *FjlConv2dFwd(XLA_FFI_CallFrame *frame) {
   if (metadata(frame)) return 0;
   if (frame->stage != XLA_FFI_ExecutionStage_EXECUTE) return 0;
@@ -324,9 +377,11 @@ XLA_FFI_Error *FjlConv2dFwd(XLA_FFI_CallFrame *frame) {
   const XLA_FFI_Buffer *x = frame->args.args[0], *w = frame->args.args[1];
   const XLA_FFI_Buffer *y = frame->rets.rets[0];
   fwd_ctx k = {x->data, w->data, y->data, x->dims[1], x->dims[2], x->dims[3],
-               w->dims[0], w->dims[1], w->dims[3], y->dims[1], y->dims[2]};
+               w->dims[0], w->dims[1], w->dims[3], y->dims[1], y->dims[2],
+               attr_i64(frame, "pad_top", 0), attr_i64(frame, "pad_left", 0)};
+  /* Paddings are >= 0 on every side (bottom and right: from the output's size). */
   if (w->dims[2] != k.C || k.O % L != 0 || y->dims[0] != x->dims[0] || y->dims[3] != k.O ||
-      k.OH != k.H - k.KH + 1 || k.OW != k.W - k.KW + 1)
+      k.pt < 0 || k.pl < 0 || k.OH + k.KH - 1 < k.H + k.pt || k.OW + k.KW - 1 < k.W + k.pl)
     return error(frame->api, "fjl_conv2d_fwd: shapes do not match (output channels must be a "
                              "multiple of 16)");
   const int64_t rows = x->dims[0] * k.OH;
@@ -342,9 +397,10 @@ XLA_FFI_Error *FjlConv2dDw(XLA_FFI_CallFrame *frame) {
   const XLA_FFI_Buffer *x = frame->args.args[0], *dy = frame->args.args[1];
   const XLA_FFI_Buffer *dw = frame->rets.rets[0];
   dw_ctx k = {x->data, dy->data, 0, x->dims[1], x->dims[2], x->dims[3],
-              dw->dims[0], dw->dims[1], dy->dims[3], dy->dims[1], dy->dims[2]};
+              dw->dims[0], dw->dims[1], dy->dims[3], dy->dims[1], dy->dims[2],
+              attr_i64(frame, "pad_top", 0), attr_i64(frame, "pad_left", 0)};
   if (dw->dims[2] != k.C || dw->dims[3] != k.O || k.O % L != 0 || dy->dims[0] != x->dims[0] ||
-      k.OH != k.H - k.KH + 1 || k.OW != k.W - k.KW + 1)
+      k.pt < 0 || k.pl < 0 || k.OH + k.KH - 1 < k.H + k.pt || k.OW + k.KW - 1 < k.W + k.pl)
     return error(frame->api, "fjl_conv2d_dw: shapes do not match (output channels must be a "
                              "multiple of 16)");
   k.N = x->dims[0];

@@ -91,23 +91,24 @@ def _conv_im2col(lhs, rhs, *, window_strides, padding, lhs_dilation, rhs_dilatio
 def _conv_native(lhs, rhs, **params):
   """``conv_general_dilated`` through :func:`native.conv2d` where it applies, else im2col."""
   lhs_spec, rhs_spec, out_spec = params['dimension_numbers']
-  x = jnp.transpose(lhs, (lhs_spec[0], *lhs_spec[2:], lhs_spec[1]))  # [N, H, W, C]
-  k = jnp.transpose(rhs, (*rhs_spec[2:], rhs_spec[1], rhs_spec[0]))  # [KH, KW, C, O]
   preferred = params.get('preferred_element_type')
   if not (
       len(lhs_spec) == 4
       and all(s == 1 for s in params['window_strides'])
       and all(d == 1 for d in params['rhs_dilation'])
       and (preferred is None or preferred == jnp.float32)
-      and native.supports(x, k)
-      and native.available()
   ):
     return _conv_im2col(lhs, rhs, **params)
-  zero = jnp.zeros((), x.dtype)
-  x = lax.pad(x, zero, [(0, 0, 0), *((lo, hi, 0) for lo, hi in params['padding']), (0, 0, 0)])
-  if x.shape[1] < k.shape[0] or x.shape[2] < k.shape[1]:
+  x = jnp.transpose(lhs, (lhs_spec[0], *lhs_spec[2:], lhs_spec[1]))  # [N, H, W, C]
+  k = jnp.transpose(rhs, (*rhs_spec[2:], rhs_spec[1], rhs_spec[0]))  # [KH, KW, C, O]
+  padding = tuple(tuple(int(p) for p in side) for side in params['padding'])
+  if not native.supports(x, k, padding):  # e.g. padding as wide as the kernel: pad explicitly
+    zero = jnp.zeros((), x.dtype)
+    x = lax.pad(x, zero, [(0, 0, 0), *((lo, hi, 0) for lo, hi in padding), (0, 0, 0)])
+    padding = ((0, 0), (0, 0))
+  if not (native.supports(x, k, padding) and native.available()):
     return _conv_im2col(lhs, rhs, **params)
-  out = native.conv2d(x, k)  # [N, OH, OW, O]
+  out = native.conv2d(x, k, padding)  # [N, OH, OW, O]
   perm = [0] * 4
   perm[out_spec[0]], perm[out_spec[1]] = 0, 3
   perm[out_spec[2]], perm[out_spec[3]] = 1, 2

@@ -3,9 +3,10 @@
 XLA:CPU has no convolution that is fast inside a compiled loop (see :mod:`.lowering`), and its
 im2col form spends as long writing the patch matrix and reading it back as multiplying. PyTorch's
 CPU convolutions (oneDNN) were 1.3x faster than that on the EMNIST CNN. ``_conv2d.c`` is a direct
-convolution instead: register-tiled outer products that read the input in place, for the forward
-pass and the kernel gradient (the input gradient is the forward kernel on the padded gradient with
-the flipped kernel), split over XLA's intra-op thread pool. On this project's 2-core machines it
+convolution instead: register-tiled outer products that read the input in place (zero padding is
+implicit: taps on it are skipped), for the forward pass and the kernel gradient (the input
+gradient is the forward kernel on the output gradient with the flipped kernel), split over XLA's
+intra-op thread pool. On this project's 2-core machines it
 runs the EMNIST CNN's second convolution at about 300 GFLOP/s forward and backward, against about
 220 for im2col (benchmarks/RESULTS.md).
 
@@ -26,6 +27,7 @@ use ``cohort.execution(conv_lowering='im2col')`` for it.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import platform
@@ -38,6 +40,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 _SOURCE = Path(__file__).with_name('_conv2d.c')
@@ -146,8 +149,9 @@ def _load() -> tuple[bool, str]:
   return True, ''
 
 
-def supports(x, w) -> bool:
-  """Whether :func:`conv2d` takes these operands (NHWC input, HWIO kernel)."""
+def supports(x, w, padding=((0, 0), (0, 0))) -> bool:
+  """Whether :func:`conv2d` takes these operands (NHWC input, HWIO kernel) and padding."""
+  (pt, pb), (pl, pr) = padding
   return (
       x.ndim == 4
       and w.ndim == 4
@@ -155,55 +159,77 @@ def supports(x, w) -> bool:
       and w.dtype == jnp.float32
       and x.shape[3] == w.shape[2]
       and w.shape[3] % LANES == 0
-      and x.shape[1] >= w.shape[0]
-      and x.shape[2] >= w.shape[1]
+      and all(0 <= p < w.shape[0] for p in (pt, pb))
+      and all(0 <= p < w.shape[1] for p in (pl, pr))
+      and x.shape[1] + pt + pb >= w.shape[0]
+      and x.shape[2] + pl + pr >= w.shape[1]
   )
 
 
-def _fwd_call(x, w):
-  n, h, wd, _ = x.shape
-  kh, kw, _, o = w.shape
-  out = jax.ShapeDtypeStruct((n, h - kh + 1, wd - kw + 1, o), x.dtype)
-  return jax.ffi.ffi_call('fjl_conv2d_fwd', out, vmap_method='sequential')(x, w)
+def _require():
+  if not available():
+    raise RuntimeError(
+        f'fedjax_like native convolutions are unavailable: {unavailable_reason()}. Use '
+        "cohort.execution(conv_lowering='im2col') or 'xla' instead."
+    )
 
 
-def _dw_call(x, dy, kh, kw):
+def _fwd_call(x, w, out_hw, pad_top, pad_left):
+  _require()
+  out = jax.ShapeDtypeStruct((x.shape[0], *out_hw, w.shape[3]), x.dtype)
+  call = jax.ffi.ffi_call('fjl_conv2d_fwd', out, vmap_method='sequential')
+  return call(x, w, pad_top=np.int64(pad_top), pad_left=np.int64(pad_left))
+
+
+def _dw_call(x, dy, kh, kw, pad_top, pad_left):
+  _require()
   out = jax.ShapeDtypeStruct((kh, kw, x.shape[3], dy.shape[3]), x.dtype)
-  return jax.ffi.ffi_call('fjl_conv2d_dw', out, vmap_method='sequential')(x, dy)
+  call = jax.ffi.ffi_call('fjl_conv2d_dw', out, vmap_method='sequential')
+  return call(x, dy, pad_top=np.int64(pad_top), pad_left=np.int64(pad_left))
 
 
-@jax.custom_vjp
-def conv2d(x, w):
-  """VALID, stride-1 convolution of ``x`` [N, H, W, C] with ``w`` [KH, KW, C, O] (float32).
+def _out_hw(x, w, padding):
+  (pt, pb), (pl, pr) = padding
+  return (x.shape[1] + pt + pb - w.shape[0] + 1, x.shape[2] + pl + pr - w.shape[1] + 1)
 
-  Callers pad ``x`` themselves for other paddings. Requires :func:`available` and
-  :func:`supports`.
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv2d(x, w, padding=((0, 0), (0, 0))):
+  """Stride-1 convolution of ``x`` [N, H, W, C] with ``w`` [KH, KW, C, O] (float32).
+
+  ``padding`` is ``((top, bottom), (left, right))`` zeros around ``x``, applied implicitly (no
+  padded copy); each side must be less than the kernel. Requires :func:`supports`; builds the
+  kernels on first use, and raises ``RuntimeError`` (naming why) where they cannot be built.
   """
-  return _fwd_call(x, w)
+  (pt, _), (pl, _) = padding
+  return _fwd_call(x, w, _out_hw(x, w, padding), pt, pl)
 
 
-def _conv2d_fwd(x, w):
-  return _fwd_call(x, w), (x, w)
+def _conv2d_fwd(x, w, padding):
+  return conv2d(x, w, padding), (x, w)
 
 
-def _conv2d_bwd(residuals, dy):
+def _conv2d_bwd(padding, residuals, dy):
   x, w = residuals
   kh, kw, c, _ = w.shape
-  dw = _dw_call(x, dy, kh, kw)
-  if c % LANES == 0:
-    padded = jnp.pad(dy, ((0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1), (0, 0)))
-    dx = _fwd_call(padded, jnp.transpose(w[::-1, ::-1], (0, 1, 3, 2)))  # flipped, [KH, KW, O, C]
+  (pt, pb), (pl, pr) = padding
+  dw = _dw_call(x, dy, kh, kw, pt, pl)
+  if c % LANES == 0:  # the forward kernel on dy, flipped and transposed: [KH, KW, O, C]
+    flipped = jnp.transpose(w[::-1, ::-1], (0, 1, 3, 2))
+    dx = _fwd_call(dy, flipped, x.shape[1:3], kh - 1 - pt, kw - 1 - pl)
   else:  # the kernel writes whole vectors of channels; few input channels (an image): one dot/tap
     n, h, wd, _ = x.shape
     _, oh, ow, _ = dy.shape
-    dx = jnp.zeros(x.shape, x.dtype)
+    hp, wp = h + pt + pb, wd + pl + pr
+    dx = jnp.zeros((n, hp, wp, c), x.dtype)
     for a in range(kh):
       for b in range(kw):
         part = jnp.einsum('nijo,co->nijc', dy, w[a, b])
         dx = dx + lax.pad(
             part, jnp.zeros((), x.dtype),
-            [(0, 0, 0), (a, h - oh - a, 0), (b, wd - ow - b, 0), (0, 0, 0)],
+            [(0, 0, 0), (a, hp - oh - a, 0), (b, wp - ow - b, 0), (0, 0, 0)],
         )
+    dx = dx[:, pt : pt + h, pl : pl + wd]
   return dx, dw
 
 

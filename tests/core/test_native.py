@@ -25,46 +25,59 @@ def _built():
   assert native.available(), native.unavailable_reason()
 
 
-def numpy_conv_and_grads(x, w, dy):
-  """VALID stride-1 convolution of x [N,H,W,C] with w [KH,KW,C,O], and dx, dw for upstream dy."""
-  n, h, wd, c = x.shape
+def numpy_conv_and_grads(x, w, dy, padding=((0, 0), (0, 0))):
+  """Stride-1 convolution of x [N,H,W,C] zero-padded by ((top, bottom), (left, right)) with
+  w [KH,KW,C,O], and dx, dw for upstream dy, in float64 loops over the kernel taps."""
+  (pt, pb), (pl, pr) = padding
+  _, h, wd, _ = x.shape
   kh, kw, _, o = w.shape
-  oh, ow = h - kh + 1, wd - kw + 1
-  x64, w64, dy64 = x.astype(np.float64), w.astype(np.float64), dy.astype(np.float64)
-  y = np.zeros((n, oh, ow, o))
-  dx = np.zeros_like(x64)
+  xp = np.pad(x.astype(np.float64), ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+  w64, dy64 = w.astype(np.float64), dy.astype(np.float64)
+  oh, ow = xp.shape[1] - kh + 1, xp.shape[2] - kw + 1
+  y = np.zeros((x.shape[0], oh, ow, o))
+  dxp = np.zeros_like(xp)
   dw = np.zeros_like(w64)
   for a in range(kh):
     for b in range(kw):
-      window = x64[:, a : a + oh, b : b + ow, :]  # [N, OH, OW, C]
+      window = xp[:, a : a + oh, b : b + ow, :]  # [N, OH, OW, C]
       y += window @ w64[a, b]
       dw[a, b] = np.einsum('nijc,nijo->co', window, dy64)
-      dx[:, a : a + oh, b : b + ow, :] += dy64 @ w64[a, b].T
-  return y, dx, dw
+      dxp[:, a : a + oh, b : b + ow, :] += dy64 @ w64[a, b].T
+  return y, dxp[:, pt : pt + h, pl : pl + wd], dw
 
 
-def _data(n, h, wd, c, o, kh=3, kw=3):
+def _data(n, h, wd, c, o, kh=3, kw=3, padding=((0, 0), (0, 0))):
+  (pt, pb), (pl, pr) = padding
   x = RNG.normal(size=(n, h, wd, c)).astype(np.float32)
   w = (RNG.normal(size=(kh, kw, c, o)) / np.sqrt(kh * kw * c)).astype(np.float32)
-  dy = RNG.normal(size=(n, h - kh + 1, wd - kw + 1, o)).astype(np.float32)
+  dy = RNG.normal(size=(n, h + pt + pb - kh + 1, wd + pl + pr - kw + 1, o)).astype(np.float32)
   return x, w, dy
 
 
+SAME = ((1, 1), (1, 1))
+
+
 @pytest.mark.parametrize(
-    'n,h,wd,c,o,kh,kw',
+    'n,h,wd,c,o,kh,kw,padding',
     [
-        (3, 9, 11, 32, 64, 3, 3),  # the EMNIST CNN's second convolution; a partial pixel tile
-        (2, 8, 8, 1, 32, 3, 3),  # one input channel: the input gradient takes the einsum path
-        (2, 30, 29, 64, 32, 3, 3),  # the second convolution's input-gradient shape
-        (1, 6, 7, 5, 48, 2, 3),  # three vectors of outputs, odd channels, a 2x3 kernel
-        (2, 7, 40, 16, 80, 3, 1),  # 80 outputs: a 4-vector and a 1-vector block; long rows
-        (17, 5, 5, 16, 16, 5, 5),  # kernel as large as the image (1x1 output); 17 images
+        (3, 9, 11, 32, 64, 3, 3, None),  # the EMNIST CNN's second convolution; a partial tile
+        (2, 8, 8, 1, 32, 3, 3, None),  # one input channel: the input gradient takes the einsum path
+        (2, 30, 29, 64, 32, 3, 3, None),  # the second convolution's input-gradient shape
+        (1, 6, 7, 5, 48, 2, 3, None),  # three vectors of outputs, odd channels, a 2x3 kernel
+        (2, 7, 40, 16, 80, 3, 1, None),  # 80 outputs: a 4-vector and a 1-vector block; long rows
+        (17, 5, 5, 16, 16, 5, 5, None),  # kernel as large as the image (1x1 output); 17 images
+        (2, 9, 10, 32, 64, 3, 3, SAME),  # 'SAME': edge pixels skip the taps on the padding
+        (2, 8, 8, 1, 32, 3, 3, SAME),  # 'SAME' on one channel (an image's first layer)
+        (1, 6, 9, 16, 16, 5, 3, ((0, 4), (2, 1))),  # lopsided padding, as wide as the kernel - 1
+        (2, 3, 3, 16, 32, 5, 5, ((2, 2), (2, 2))),  # an image smaller than the kernel
     ],
 )
-def test_values_and_both_gradients_match_numpy_loops(n, h, wd, c, o, kh, kw):
-  x, w, dy = _data(n, h, wd, c, o, kh, kw)
-  y_ref, dx_ref, dw_ref = numpy_conv_and_grads(x, w, dy)
-  y, vjp = jax.vjp(jax.jit(native.conv2d), x, w)
+def test_values_and_both_gradients_match_numpy_loops(n, h, wd, c, o, kh, kw, padding):
+  padding = padding or ((0, 0), (0, 0))
+  x, w, dy = _data(n, h, wd, c, o, kh, kw, padding)
+  assert native.supports(x, w, padding)
+  y_ref, dx_ref, dw_ref = numpy_conv_and_grads(x, w, dy, padding)
+  y, vjp = jax.vjp(jax.jit(lambda x, w: native.conv2d(x, w, padding)), x, w)
   dx, dw = vjp(dy)
   scale = lambda r: np.abs(r).max()
   np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5 * scale(y_ref))
