@@ -29,9 +29,9 @@ to its group's step budget (:func:`fedjax_like.data.packing.pack_groups`); the c
 the blocks and the engine runs each group over only the steps its longest client needs, reading
 straight from its block. Host memory, transfer and device memory are then close to the cohort's
 real data. ``process.padding_waste`` is the last round's masked / computed steps: 0 under
-``sequential``, which skips padding steps; under ``vmap``, clients side by side run as long as
-the longest of them (``fold_steps`` loops over real steps only), so a group's budget sets memory,
-not compute. A client's per-round key follows its position in that
+``sequential``, which skips padding steps; under ``vmap`` on CPU, clients side by side run as long
+as the longest of them (``fold_steps`` loops over real steps only), and on accelerators over
+their group's step budget. A client's per-round key follows its position in that
 order, which is the same under every strategy; its per-step keys are ``fold_in(key, step)``.
 
 State is never mutated: ``next`` returns a new state, so keeping an old one is always safe.
@@ -157,20 +157,21 @@ class _TypedNext:
     return self._process.type_signature
 
 
-def _computed_waste(steps: np.ndarray, layout, shards: int) -> float:
+def _computed_waste(steps: np.ndarray, layout, shards: int, by_budget: bool) -> float:
   """Masked / computed steps of a vectorized round over ``layout``'s blocks.
 
-  Clients side by side loop as long as the longest of them needs (``fold_steps`` stops at the
-  last real step), so each block costs, on each device, its clients times their longest real
-  step count there; budgets only set memory. Chunks within a block stop earlier still, so under
-  ``chunked`` this is an upper bound.
+  Clients side by side loop, on each device, as long as the longest of them needs when the local
+  loop stops at the last real step (CPU), or over the block's whole step budget when it keeps a
+  static trip count (accelerators; see ``cohort.fold_steps``). Chunks within a block may stop
+  earlier still, so under ``chunked`` this is an upper bound.
   """
   computed = 0
-  for rows, _ in layout:
-    per_device = np.array_split(steps[rows], shards) if len(rows) % shards else np.reshape(
-        steps[rows], (shards, -1)
-    )
-    computed += sum(len(part) * int(part.max(initial=0)) for part in per_device)
+  longest = int(steps.max(initial=0))
+  for rows, budget in layout:
+    parts = np.array_split(steps[rows], shards)
+    for part in parts:
+      length = (budget or longest) if by_budget else int(part.max(initial=0))
+      computed += len(part) * length
   return 1.0 - float(steps.sum()) / computed if computed else 0.0
 
 
@@ -307,7 +308,8 @@ class LearningProcess:
     elif user_groups:
       self.padding_waste = None  # the user's groups need not follow the sorted order
     else:
-      self.padding_waste = _computed_waste(steps, layout, shards)
+      by_budget = cohort._loop_kind(config) == 'scan'
+      self.padding_waste = _computed_waste(steps, layout, shards, by_budget)
     return layout, config
 
   def _next_packed(self, state, parts) -> LearningProcessOutput:

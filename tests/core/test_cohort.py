@@ -77,9 +77,9 @@ def test_sharded_over_8_cpu_devices_equals_single_device():
   assert 'SHARDED OK' in out.stdout
 
 
-@pytest.mark.parametrize('unroll', [False, True])
+@pytest.mark.parametrize('loop', ['while', 'scan', 'unrolled'])
 @pytest.mark.parametrize('strategy', ['vmap', 'sequential', 'chunked'])
-def test_fold_steps_runs_only_active_steps_in_order(strategy, unroll):
+def test_fold_steps_runs_only_active_steps_in_order(strategy, loop, monkeypatch):
   """Each client's active steps run in order (any mask, not only a prefix), and inactive steps
   leave the carry alone: it counts the steps that took effect."""
   masks = np.array([
@@ -102,12 +102,17 @@ def test_fold_steps_runs_only_active_steps_in_order(strategy, unroll):
     step = lambda c, v: (c[0] * 0.5 + v, c[1] + 1)
     return cohort.fold_steps(step, (jnp.zeros(()), jnp.int32(0)), x, active=a)
 
-  config = cohort.ExecutionConfig(strategy, chunk_size=2, unroll_steps=unroll)
+  # 'while' is the CPU loop, 'scan' the accelerators' (static trip count), forced here.
+  monkeypatch.setattr(cohort, '_loop_kind', lambda config: 'scan' if loop == 'scan' else 'while')
+  config = cohort.ExecutionConfig(strategy, chunk_size=2, unroll_steps=loop == 'unrolled')
   run = lambda x, a: cohort.map_clients(client, (x, a), (0, 0), config)
   values, ran = jax.jit(run)(xs.astype(np.float32), masks)
-  if not unroll:  # the local loop is a while over the active steps, not a scan over all six
+  with cohort.using(config):
     local = str(jax.make_jaxpr(client)(xs[0].astype(np.float32), masks[0]))
+  if loop == 'while':  # a loop over the active steps, not a scan over all six
     assert 'while' in local and 'scan' not in local, local
+  else:
+    assert 'scan' in local and 'cond' in local, local
   np.testing.assert_allclose(values, [v for v, _ in expected], rtol=1e-6)
   np.testing.assert_array_equal(ran, [n for _, n in expected])
 

@@ -132,12 +132,23 @@ BUILDERS = {
 }
 
 
+@pytest.mark.parametrize('loop', ['while', 'scan'])
 @pytest.mark.parametrize('name', sorted(BUILDERS))
-def test_vectorized_step_groups_equal_sequential(name):
+def test_vectorized_step_groups_equal_sequential(name, loop, monkeypatch):
   build = BUILDERS[name]
+  monkeypatch.setattr(cohort, '_loop_kind', lambda config: loop)  # CPU's loop, or accelerators'
   grouped, got = run_rounds(build, 'vmap')
   assert grouped._plan is not None and len(grouped._plan.groups) > 1  # groups were used
   assert grouped.padding_waste < grouped._plan.ungrouped_waste
+  # Clients side by side stop at their group's longest real step count ('while'), or run its
+  # whole budget ('scan').
+  steps = sorted((-(-n // BATCH) for n in SIZES), reverse=True)
+  computed, start = 0, 0
+  for count, budget in grouped._plan.groups:
+    computed += count * (max(steps[start:start + count]) if loop == 'while' else budget)
+    start += count
+  np.testing.assert_allclose(grouped.padding_waste, 1 - sum(steps) / computed, rtol=1e-12)
+  assert grouped.padding_waste <= grouped._plan.waste + 1e-12
   sequential, expected = run_rounds(build, 'sequential')
   assert sequential.padding_waste == 0.0
   for (s1, m1), (s2, m2) in zip(got, expected):
