@@ -346,20 +346,31 @@ static int metadata(XLA_FFI_CallFrame *frame) {
   return 1;
 }
 
-/* Checks the call: two f32 rank-4 arguments, one f32 rank-4 result. */
-static const char *check_frame(XLA_FFI_CallFrame *frame) {
+/* The last four dimensions of a buffer (leading ones are a batch: vmapped clients). */
+static const int64_t *dims4(const XLA_FFI_Buffer *b) { return b->dims + (b->rank - 4); }
+
+/* Checks the call: two float32 arguments and one float32 result of one rank >= 4, with the same
+ * leading (batch) dimensions; returns an error message or 0, and the batch size in `batch`. */
+static const char *check_frame(XLA_FFI_CallFrame *frame, int64_t *batch) {
   if (frame->args.size != 2 || frame->rets.size != 1)
     return "fjl_conv2d: expected 2 arguments and 1 result";
-  for (int i = 0; i < 2; ++i) {
-    const XLA_FFI_Buffer *b = frame->args.args[i];
-    if (frame->args.types[i] != XLA_FFI_ArgType_BUFFER || b->dtype != XLA_FFI_DataType_F32 ||
-        b->rank != 4)
-      return "fjl_conv2d: arguments must be rank-4 float32 arrays";
+  const XLA_FFI_Buffer *bufs[3] = {frame->args.args[0], frame->args.args[1],
+                                   frame->rets.rets[0]};
+  if (frame->args.types[0] != XLA_FFI_ArgType_BUFFER ||
+      frame->args.types[1] != XLA_FFI_ArgType_BUFFER ||
+      frame->rets.types[0] != XLA_FFI_RetType_BUFFER)
+    return "fjl_conv2d: arguments and result must be arrays";
+  *batch = 1;
+  for (int i = 0; i < 3; ++i) {
+    if (bufs[i]->dtype != XLA_FFI_DataType_F32 || bufs[i]->rank < 4 ||
+        bufs[i]->rank != bufs[0]->rank)
+      return "fjl_conv2d: arguments and result must be float32 arrays of one rank >= 4";
+    for (int64_t d = 0; d < bufs[i]->rank - 4; ++d) {
+      if (bufs[i]->dims[d] != bufs[0]->dims[d])
+        return "fjl_conv2d: arguments and result must share their leading (batch) dimensions";
+      if (i == 0) *batch *= bufs[i]->dims[d];
+    }
   }
-  const XLA_FFI_Buffer *r = frame->rets.rets[0];
-  if (frame->rets.types[0] != XLA_FFI_RetType_BUFFER || r->dtype != XLA_FFI_DataType_F32 ||
-      r->rank != 4)
-    return "fjl_conv2d: the result must be a rank-4 float32 array";
   return 0;
 }
 
@@ -383,51 +394,70 @@ static int64_t attr_i64(XLA_FFI_CallFrame *frame, const char *name, int64_t fall
 XLA_FFI_Error *FjlConv2dFwd(XLA_FFI_CallFrame *frame) {
   if (metadata(frame)) return 0;
   if (frame->stage != XLA_FFI_ExecutionStage_EXECUTE) return 0;
-  const char *bad = check_frame(frame);
+  int64_t batch;
+  const char *bad = check_frame(frame, &batch);
   if (bad) return error(frame->api, bad);
   const XLA_FFI_Buffer *x = frame->args.args[0], *w = frame->args.args[1];
   const XLA_FFI_Buffer *y = frame->rets.rets[0];
-  fwd_ctx k = {x->data, w->data, y->data, x->dims[1], x->dims[2], x->dims[3],
-               w->dims[0], w->dims[1], w->dims[3], y->dims[1], y->dims[2],
+  const int64_t *xd = dims4(x), *wd = dims4(w), *yd = dims4(y);
+  fwd_ctx k = {x->data, w->data, y->data, xd[1], xd[2], xd[3], wd[0], wd[1], wd[3], yd[1], yd[2],
                attr_i64(frame, "pad_top", 0), attr_i64(frame, "pad_left", 0)};
   /* Paddings are >= 0 on every side (bottom and right: from the output's size). */
-  if (w->dims[2] != k.C || k.O % L != 0 || y->dims[0] != x->dims[0] || y->dims[3] != k.O ||
-      k.pt < 0 || k.pl < 0 || k.OH + k.KH - 1 < k.H + k.pt || k.OW + k.KW - 1 < k.W + k.pl)
+  if (wd[2] != k.C || k.O % L != 0 || yd[0] != xd[0] || yd[3] != k.O || k.pt < 0 || k.pl < 0 ||
+      k.OH + k.KH - 1 < k.H + k.pt || k.OW + k.KW - 1 < k.W + k.pl)
     return error(frame->api, "fjl_conv2d_fwd: shapes do not match (output channels must be a "
                              "multiple of 16)");
-  const int64_t rows = x->dims[0] * k.OH;
-  parallel_for(frame->api, frame->ctx, rows, pool_threads(frame->api, frame->ctx), fwd_row, &k);
+  const int64_t x_size = xd[0] * k.H * k.W * k.C, w_size = k.KH * k.KW * k.C * k.O;
+  const int64_t y_size = yd[0] * k.OH * k.OW * k.O;
+  const float *x0 = k.x, *w0 = k.w;
+  float *y0 = k.y;
+  for (int64_t b = 0; b < batch; ++b) { /* one client (of a vmapped cohort) at a time */
+    k.x = x0 + b * x_size;
+    k.w = w0 + b * w_size;
+    k.y = y0 + b * y_size;
+    parallel_for(frame->api, frame->ctx, xd[0] * k.OH, pool_threads(frame->api, frame->ctx),
+                 fwd_row, &k);
+  }
   return 0;
 }
 
 XLA_FFI_Error *FjlConv2dDw(XLA_FFI_CallFrame *frame) {
   if (metadata(frame)) return 0;
   if (frame->stage != XLA_FFI_ExecutionStage_EXECUTE) return 0;
-  const char *bad = check_frame(frame);
+  int64_t batch;
+  const char *bad = check_frame(frame, &batch);
   if (bad) return error(frame->api, bad);
   const XLA_FFI_Buffer *x = frame->args.args[0], *dy = frame->args.args[1];
   const XLA_FFI_Buffer *dw = frame->rets.rets[0];
-  dw_ctx k = {x->data, dy->data, 0, x->dims[1], x->dims[2], x->dims[3],
-              dw->dims[0], dw->dims[1], dy->dims[3], dy->dims[1], dy->dims[2],
+  const int64_t *xd = dims4(x), *yd = dims4(dy), *wd = dims4(dw);
+  dw_ctx k = {x->data, dy->data, 0, xd[1], xd[2], xd[3], wd[0], wd[1], yd[3], yd[1], yd[2],
               attr_i64(frame, "pad_top", 0), attr_i64(frame, "pad_left", 0)};
-  if (dw->dims[2] != k.C || dw->dims[3] != k.O || k.O % L != 0 || dy->dims[0] != x->dims[0] ||
-      k.pt < 0 || k.pl < 0 || k.OH + k.KH - 1 < k.H + k.pt || k.OW + k.KW - 1 < k.W + k.pl)
+  if (wd[2] != k.C || wd[3] != k.O || k.O % L != 0 || yd[0] != xd[0] || k.pt < 0 || k.pl < 0 ||
+      k.OH + k.KH - 1 < k.H + k.pt || k.OW + k.KW - 1 < k.W + k.pl)
     return error(frame->api, "fjl_conv2d_dw: shapes do not match (output channels must be a "
                              "multiple of 16)");
-  k.N = x->dims[0];
+  k.N = xd[0];
   k.size = k.KH * k.KW * k.C * k.O;
   k.band = max64(1, min64(k.OH, 2048 / max64(k.OW, 1)));
   k.bands = (k.OH + k.band - 1) / k.band;
   k.slots = max64(1, min64(pool_threads(frame->api, frame->ctx), k.N * k.bands));
-  k.part = calloc((size_t)(2 * k.slots * k.size), sizeof(float)); /* sums, then scratch */
-  if (!k.part) return error(frame->api, "fjl_conv2d_dw: out of memory");
-  parallel_for(frame->api, frame->ctx, k.slots, k.slots, dw_slot, &k);
-  float *out = dw->data;
-  memcpy(out, k.part, (size_t)k.size * sizeof(float));
-  for (int64_t t = 1; t < k.slots; ++t) {
-    const float *p = k.part + t * k.size;
-    for (int64_t e = 0; e < k.size; ++e) out[e] += p[e];
+  float *part = calloc((size_t)(2 * k.slots * k.size), sizeof(float)); /* sums, then scratch */
+  if (!part) return error(frame->api, "fjl_conv2d_dw: out of memory");
+  const int64_t x_size = k.N * k.H * k.W * k.C, dy_size = k.N * k.OH * k.OW * k.O;
+  const float *x0 = k.x, *dy0 = k.dy;
+  for (int64_t b = 0; b < batch; ++b) { /* one client (of a vmapped cohort) at a time */
+    for (int64_t e = 0; e < k.slots * k.size; ++e) part[e] = 0.f;
+    k.x = x0 + b * x_size;
+    k.dy = dy0 + b * dy_size;
+    k.part = part;
+    parallel_for(frame->api, frame->ctx, k.slots, k.slots, dw_slot, &k);
+    float *out = (float *)dw->data + b * k.size;
+    memcpy(out, part, (size_t)k.size * sizeof(float));
+    for (int64_t t = 1; t < k.slots; ++t) {
+      const float *p = part + t * k.size;
+      for (int64_t e = 0; e < k.size; ++e) out[e] += p[e];
+    }
   }
-  free(k.part);
+  free(part);
   return 0;
 }

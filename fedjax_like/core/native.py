@@ -18,9 +18,9 @@ the FFI headers and the CPU, so later processes only load it. Where no compiler 
 :func:`available` is False, a warning says why once, and the engine uses im2col (same values).
 ``FEDJAX_LIKE_NATIVE=0`` turns the kernels off.
 
-:func:`conv2d` is differentiable in reverse mode (``jax.custom_vjp``), batches under ``vmap`` by
-looping (each client of a cohort has its own weights) and runs under ``shard_map`` on every
-device. Forward-mode differentiation (``jax.jvp``) of a model lowered this way is not supported:
+:func:`conv2d` is differentiable in reverse mode (``jax.custom_vjp``), batches under ``vmap`` (the
+kernels take leading batch dimensions: each client of a cohort has its own weights, and one call
+runs them all) and runs under ``shard_map`` on every device. Forward-mode differentiation (``jax.jvp``) of a model lowered this way is not supported:
 use ``cohort.execution(conv_lowering='im2col')`` for it.
 """
 
@@ -177,14 +177,14 @@ def _require():
 def _fwd_call(x, w, out_hw, pad_top, pad_left):
   _require()
   out = jax.ShapeDtypeStruct((x.shape[0], *out_hw, w.shape[3]), x.dtype)
-  call = jax.ffi.ffi_call('fjl_conv2d_fwd', out, vmap_method='sequential')
+  call = jax.ffi.ffi_call('fjl_conv2d_fwd', out, vmap_method='broadcast_all')
   return call(x, w, pad_top=np.int64(pad_top), pad_left=np.int64(pad_left))
 
 
 def _dw_call(x, dy, kh, kw, pad_top, pad_left):
   _require()
   out = jax.ShapeDtypeStruct((kh, kw, x.shape[3], dy.shape[3]), x.dtype)
-  call = jax.ffi.ffi_call('fjl_conv2d_dw', out, vmap_method='sequential')
+  call = jax.ffi.ffi_call('fjl_conv2d_dw', out, vmap_method='broadcast_all')
   return call(x, dy, pad_top=np.int64(pad_top), pad_left=np.int64(pad_left))
 
 

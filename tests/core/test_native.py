@@ -131,6 +131,24 @@ def test_vmap_over_per_client_weights_and_scan_over_steps():
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+def test_nested_vmap_runs_every_batch_element():
+  """The kernels take any leading batch dimensions (vmap inside vmap: rank 6)."""
+  x = RNG.normal(size=(2, 3, 2, 7, 7, 16)).astype(np.float32)
+  w = RNG.normal(size=(2, 3, 3, 3, 16, 16)).astype(np.float32)
+  dy = RNG.normal(size=(2, 3, 2, 7, 7, 16)).astype(np.float32)
+
+  def conv_and_grads(x, w, dy):
+    y, vjp = jax.vjp(lambda x, w: native.conv2d(x, w, SAME), x, w)
+    return (y, *vjp(dy))
+
+  got = jax.jit(jax.vmap(jax.vmap(conv_and_grads)))(x, w, dy)
+  for i in range(2):
+    for j in range(3):
+      expected = numpy_conv_and_grads(x[i, j], w[i, j], dy[i, j], SAME)
+      for part, ref in zip(got, expected, strict=True):
+        np.testing.assert_allclose(part[i, j], ref, rtol=1e-5, atol=1e-4)
+
+
 class _CNN(nn.Module):
   @nn.compact
   def __call__(self, x):
