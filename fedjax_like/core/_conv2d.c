@@ -12,9 +12,9 @@
  * keeps up to ACC accumulator vectors of 16 floats, loads a row of kernel (or dy) vectors once per
  * input channel and broadcasts one input value per pixel (or channel) of the tile, so every load
  * feeds several fused multiply-adds and no im2col matrix is ever written. Taps that fall on the
- * padding are skipped, not multiplied by zero. Work is split over output rows (fwd) or over images
- * and row bands (dw: a fixed share per task, each with its own partial sum, so the result does not
- * depend on thread timing) on XLA's intra-op thread pool.
+ * padding are skipped, not multiplied by zero. Work is split over output rows (fwd) or over blocks
+ * of output pixels (dw: a fixed share per task, each with its own partial sum, so the result does
+ * not depend on thread timing) on XLA's intra-op thread pool.
  *
  * Written in C with GCC vector extensions and compiled on first use with -march=native (see
  * fedjax_like/core/native.py), so the same source becomes AVX-512, AVX2 or NEON code on the
@@ -273,20 +273,21 @@ static void fwd_row(void *p, int64_t r) {
 typedef struct {
   const float *x, *dy;
   float *part;
-  int64_t H, W, C, KH, KW, O, OH, OW, pt, pl, band, bands, size, N, slots;
+  int64_t H, W, C, KH, KW, O, OH, OW, pt, pl, band, bands, cols, colblocks, size, N, slots;
 } dw_ctx;
 
-/* Adds one (image, band of output rows) item to a partial sum: per tap, the output pixels whose
- * input pixel lies inside the image form one rectangle. */
+/* Adds one item, (image, band of output rows, block of output columns), to a partial sum: per
+ * tap, the item's output pixels whose input pixel lies inside the image form one rectangle. */
 static void dw_range(const dw_ctx *k, float *acc, int64_t item) {
-  const int64_t n = item / k->bands, i0 = (item % k->bands) * k->band;
-  const int64_t i1 = min64(i0 + k->band, k->OH);
+  const int64_t n = item / (k->bands * k->colblocks), rest = item % (k->bands * k->colblocks);
+  const int64_t i0 = (rest / k->colblocks) * k->band, j0 = (rest % k->colblocks) * k->cols;
+  const int64_t i1 = min64(i0 + k->band, k->OH), j1 = min64(j0 + k->cols, k->OW);
   for (int64_t a = 0; a < k->KH; ++a) {
     /* rows i with 0 <= i + a - pt < H */
     const int64_t r0 = clamp64(k->pt - a, i0, i1), r1 = clamp64(k->H + k->pt - a, r0, i1);
     if (r0 >= r1) continue;
     for (int64_t b = 0; b < k->KW; ++b) {
-      const int64_t c0j = clamp64(k->pl - b, 0, k->OW), c1j = clamp64(k->W + k->pl - b, c0j, k->OW);
+      const int64_t c0j = clamp64(k->pl - b, j0, j1), c1j = clamp64(k->W + k->pl - b, c0j, j1);
       if (c0j >= c1j) continue;
       const float *xs = k->x + ((n * k->H + r0 + a - k->pt) * k->W + (c0j + b - k->pl)) * k->C;
       const float *ds = k->dy + ((n * k->OH + r0) * k->OW + c0j) * k->O;
@@ -303,16 +304,16 @@ static void dw_range(const dw_ctx *k, float *acc, int64_t item) {
   }
 }
 
-/* Slot s sums a fixed, contiguous share of the (image, row band) items into its own partial sum,
+/* Slot s sums a fixed, contiguous share of the items into its own partial sum,
  * whichever thread runs it, so the result does not depend on scheduling (deterministic). Items are
  * summed from zero in a scratch buffer, a few thousand output pixels at a time, and then added:
  * no float32 running sum spans more than that, so the error stays near a blocked matrix
  * product's however large the batch (a single running sum over 170k pixels erred 20x more). */
 static void dw_slot(void *p, int64_t slot) {
   const dw_ctx *k = p;
-  const int64_t items = k->N * k->bands;
+  const int64_t items = k->N * k->bands * k->colblocks;
   const int64_t lo = items * slot / k->slots, hi = items * (slot + 1) / k->slots;
-  const int64_t per_flush = max64(1, 4096 / max64(1, k->band * k->OW));
+  const int64_t per_flush = max64(1, 4096 / max64(1, k->band * k->cols));
   float *sum = k->part + slot * k->size;
   float *scratch = k->part + (k->slots + slot) * k->size;
   for (int64_t first = lo; first < hi; first += per_flush) {
@@ -438,9 +439,12 @@ XLA_FFI_Error *FjlConv2dDw(XLA_FFI_CallFrame *frame) {
                              "multiple of 16)");
   k.N = xd[0];
   k.size = k.KH * k.KW * k.C * k.O;
-  k.band = max64(1, min64(k.OH, 2048 / max64(k.OW, 1)));
+  /* Items of at most ~2048 output pixels: whole rows where they fit, else blocks of a row. */
+  k.cols = max64(1, min64(k.OW, 2048));
+  k.colblocks = (k.OW + k.cols - 1) / k.cols;
+  k.band = max64(1, min64(k.OH, 2048 / k.cols));
   k.bands = (k.OH + k.band - 1) / k.band;
-  k.slots = max64(1, min64(pool_threads(frame->api, frame->ctx), k.N * k.bands));
+  k.slots = max64(1, min64(pool_threads(frame->api, frame->ctx), k.N * k.bands * k.colblocks));
   float *part = calloc((size_t)(2 * k.slots * k.size), sizeof(float)); /* sums, then scratch */
   if (!part) return error(frame->api, "fjl_conv2d_dw: out of memory");
   const int64_t x_size = k.N * k.H * k.W * k.C, dy_size = k.N * k.OH * k.OW * k.O;

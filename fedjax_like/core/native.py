@@ -13,15 +13,20 @@ runs the EMNIST CNN's second convolution at about 300 GFLOP/s forward and backwa
 The source ships with the package and is compiled with the system C compiler (``$CC``, else
 ``cc``/``gcc``/``clang``) the first time a process needs it, with ``-O3 -march=native`` so it uses
 the vector units of the machine it runs on (AVX-512, AVX2, NEON). The library is cached under
-``$FEDJAX_LIKE_CACHE_DIR`` (default ``~/.cache/fedjax_like``), keyed on the source, the compiler,
-the FFI headers and the CPU, so later processes only load it. Where no compiler works,
+``$FEDJAX_LIKE_CACHE_DIR`` (default ``~/.cache/fedjax_like``, else a private directory under the
+system's temporary one), keyed on the source, the compiler, the FFI headers and what
+``-march=native`` resolves to, so later processes only load it; a cached file is loaded only if it
+belongs to the user and no one else can write it. Where no compiler works,
 :func:`available` is False, a warning says why once, and the engine uses im2col (same values).
 ``FEDJAX_LIKE_NATIVE=0`` turns the kernels off.
 
 :func:`conv2d` is differentiable in reverse mode (``jax.custom_vjp``), batches under ``vmap`` (the
 kernels take leading batch dimensions: each client of a cohort has its own weights, and one call
-runs them all) and runs under ``shard_map`` on every device. Forward-mode differentiation (``jax.jvp``) of a model lowered this way is not supported:
-use ``cohort.execution(conv_lowering='im2col')`` for it.
+runs them all) and runs under ``shard_map`` on every device. Forward-mode differentiation
+(``jax.jvp``) of a model lowered this way is not supported: use
+``cohort.execution(conv_lowering='im2col')`` for it. Taps on the zero padding are skipped, not
+multiplied, so an infinite weight next to the border gives inf where XLA's convolution gives NaN
+(0 * inf); a model with an infinite weight has diverged either way.
 """
 
 from __future__ import annotations
@@ -60,29 +65,43 @@ def _compiler() -> str | None:
   return None
 
 
-def _cpu_signature() -> str:
-  """What ``-march=native`` depends on: the CPU's model and feature flags."""
+_COMPILE_TIMEOUT_S = 300
+
+
+def _run(cmd) -> subprocess.CompletedProcess:
   try:
-    text = Path('/proc/cpuinfo').read_text()
-    lines = [ln for ln in text.splitlines() if ln.split(':')[0].strip() in ('model name', 'flags')]
-    return '\n'.join(sorted(set(lines)))
-  except OSError:
-    return platform.processor() or platform.machine()
+    return subprocess.run(
+        cmd, capture_output=True, text=True, check=False, timeout=_COMPILE_TIMEOUT_S
+    )
+  except (OSError, subprocess.TimeoutExpired) as e:
+    raise RuntimeError(f'{" ".join(map(str, cmd))} did not run: {e}') from e
+
+
+def _target_signature(cc: str) -> str:
+  """What ``-march=native`` resolves to on this machine: the compiler's predefined macros (they
+  name the instruction sets it will use, on x86 and ARM alike)."""
+  done = _run([cc, '-march=native', '-dM', '-E', '-x', 'c', os.devnull])
+  return done.stdout if done.returncode == 0 else platform.processor() or platform.machine()
+
+
+def _owned(path: Path) -> bool:
+  """Whether ``path`` belongs to this user and no one else may write it (a cache one may trust)."""
+  info = path.stat()
+  return info.st_uid == os.getuid() and not info.st_mode & 0o022
 
 
 def _cache_dir() -> Path:
+  """``$FEDJAX_LIKE_CACHE_DIR``, else ``~/.cache/fedjax_like``, else a private temporary one."""
   root = os.environ.get('FEDJAX_LIKE_CACHE_DIR')
-  path = Path(root) if root else Path.home() / '.cache' / 'fedjax_like'
-  try:
-    path.mkdir(parents=True, exist_ok=True)
-    probe = path / f'.write-test-{os.getpid()}'
-    probe.touch()
-    probe.unlink()
-    return path
-  except OSError:
-    fallback = Path(tempfile.gettempdir()) / 'fedjax_like'
-    fallback.mkdir(parents=True, exist_ok=True)
-    return fallback
+  for path in (Path(root) if root else Path.home() / '.cache' / 'fedjax_like',
+               Path(tempfile.gettempdir()) / f'fedjax_like-{os.getuid()}'):
+    try:
+      path.mkdir(parents=True, exist_ok=True, mode=0o700)
+      if _owned(path) and os.access(path, os.W_OK):
+        return path
+    except OSError:
+      pass
+  return Path(tempfile.mkdtemp(prefix='fedjax_like-'))  # nothing shared: build afresh
 
 
 def _build() -> Path:
@@ -91,27 +110,29 @@ def _build() -> Path:
   if cc is None:
     raise RuntimeError('no C compiler found (set $CC, or install gcc or clang)')
   include = Path(jax.ffi.include_dir())
-  version = subprocess.run([cc, '--version'], capture_output=True, text=True, check=False).stdout
   key = hashlib.sha256()
   for part in (
       _SOURCE.read_bytes(),
       (include / 'xla' / 'ffi' / 'api' / 'c_api.h').read_bytes(),
       ' '.join(_FLAGS).encode(),
       cc.encode(),
-      version.encode(),
+      _run([cc, '--version']).stdout.encode(),
       platform.machine().encode(),
-      _cpu_signature().encode(),
+      _target_signature(cc).encode(),
   ):
     key.update(hashlib.sha256(part).digest())
-  target = _cache_dir() / f'fjl_conv2d-{key.hexdigest()[:20]}.so'
-  if target.exists():
+  cache = _cache_dir()
+  target = cache / f'fjl_conv2d-{key.hexdigest()[:20]}.so'
+  if target.exists() and _owned(target):
     return target
-  scratch = target.with_suffix(f'.{os.getpid()}.tmp')
-  cmd = [cc, *_FLAGS, f'-I{include}', str(_SOURCE), '-o', str(scratch)]
-  done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+  fd, scratch = tempfile.mkstemp(dir=cache, prefix=target.name, suffix='.tmp')
+  os.close(fd)
+  cmd = [cc, *_FLAGS, f'-I{include}', str(_SOURCE), '-o', scratch]
+  done = _run(cmd)
   if done.returncode != 0:
-    scratch.unlink(missing_ok=True)
+    Path(scratch).unlink(missing_ok=True)
     raise RuntimeError(f'{" ".join(cmd)} failed:\n{done.stderr.strip()[-2000:]}')
+  os.chmod(scratch, 0o755)
   os.replace(scratch, target)  # atomic: concurrent builders each install a complete file
   return target
 
