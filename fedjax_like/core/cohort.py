@@ -165,6 +165,11 @@ def execution(strategy: str = 'auto', **options):
 _AUTO_VMAP_LIMIT = 256
 
 
+def _platform(config: ExecutionConfig) -> str:
+  """The platform the computation runs on: that of the config's devices, else the default's."""
+  return (config.devices or jax.devices())[0].platform
+
+
 def resolve(num_clients: int, config: ExecutionConfig | None = None) -> tuple[str, int]:
   """The concrete ``(strategy, chunk_size)`` for ``num_clients`` clients on one device.
 
@@ -176,7 +181,7 @@ def resolve(num_clients: int, config: ExecutionConfig | None = None) -> tuple[st
   config = config or current_config()
   strategy, chunk = config.strategy, config.chunk_size
   if strategy == 'auto':
-    platform = (config.devices or jax.devices())[0].platform
+    platform = _platform(config)
     if platform == 'cpu' and chunk is None:
       strategy = 'sequential'
     elif num_clients <= _AUTO_VMAP_LIMIT and chunk is None:
@@ -699,8 +704,7 @@ def _loop_kind(config: ExecutionConfig) -> str:
   on CPU (no per-step ``cond``; measured 7-11% faster there, benchmarks/RESULTS.md), ``'scan'``
   over all of them elsewhere (a static trip count keeps XLA:GPU from syncing on the loop's
   predicate every step)."""
-  platform = (config.devices or jax.devices())[0].platform
-  return 'while' if platform == 'cpu' else 'scan'
+  return 'while' if _platform(config) == 'cpu' else 'scan'
 
 
 def lower_forward(fn: Callable, config: ExecutionConfig | None = None) -> Callable:

@@ -48,15 +48,37 @@ PyTree = Any
 _NESTED_CALLS = ('pjit', 'jit', 'closed_call', 'core_call')
 
 
+def _channels_last(lhs, rhs, dimension_numbers):
+  """The operands as ``[N, *spatial, C]`` and ``[*window, C, O]``."""
+  lhs_spec, rhs_spec, _ = dimension_numbers
+  x = jnp.transpose(lhs, (lhs_spec[0], *lhs_spec[2:], lhs_spec[1]))
+  k = jnp.transpose(rhs, (*rhs_spec[2:], rhs_spec[1], rhs_spec[0]))
+  return x, k
+
+
+def _pad_spatial(x, padding):
+  """``x`` ``[N, *spatial, C]`` zero-padded by ``padding`` (``(lo, hi)`` per spatial axis)."""
+  pads = [(0, 0, 0), *((lo, hi, 0) for lo, hi in padding), (0, 0, 0)]
+  return lax.pad(x, jnp.zeros((), x.dtype), pads)
+
+
+def _from_channels_last(out, dimension_numbers):
+  """``out`` ``[N, *spatial, O]`` in the convolution's output layout."""
+  out_spec = dimension_numbers[2]
+  perm = [0] * out.ndim
+  perm[out_spec[0]] = 0
+  perm[out_spec[1]] = out.ndim - 1
+  for d in range(out.ndim - 2):
+    perm[out_spec[2 + d]] = 1 + d
+  return jnp.transpose(out, perm)
+
+
 def _conv_im2col(lhs, rhs, *, window_strides, padding, lhs_dilation, rhs_dilation,
                  dimension_numbers, precision=None, preferred_element_type=None, **_):
   """``conv_general_dilated`` (no groups, no input dilation) as slices + concatenate + one dot."""
-  lhs_spec, rhs_spec, out_spec = dimension_numbers
-  nd = len(lhs_spec) - 2
-  x = jnp.transpose(lhs, (lhs_spec[0], *lhs_spec[2:], lhs_spec[1]))  # [N, *spatial, C]
-  k = jnp.transpose(rhs, (*rhs_spec[2:], rhs_spec[1], rhs_spec[0]))  # [*window, C, O]
-  zero = jnp.zeros((), x.dtype)
-  x = lax.pad(x, zero, [(0, 0, 0), *((lo, hi, 0) for lo, hi in padding), (0, 0, 0)])
+  nd = lhs.ndim - 2
+  x, k = _channels_last(lhs, rhs, dimension_numbers)
+  x = _pad_spatial(x, padding)
   window = k.shape[:nd]
   out_sizes = [
       (x.shape[1 + d] - (window[d] - 1) * rhs_dilation[d] - 1) // window_strides[d] + 1
@@ -79,40 +101,27 @@ def _conv_im2col(lhs, rhs, *, window_strides, padding, lhs_dilation, rhs_dilatio
       precision=precision,
       preferred_element_type=preferred_element_type,
   )  # [N, *out_spatial, O]
-  perm = [0] * out.ndim
-  perm[out_spec[0]] = 0
-  perm[out_spec[1]] = out.ndim - 1
-  for d in range(nd):
-    perm[out_spec[2 + d]] = 1 + d
-  return jnp.transpose(out, perm)
-
+  return _from_channels_last(out, dimension_numbers)
 
 
 def _conv_native(lhs, rhs, **params):
   """``conv_general_dilated`` through :func:`native.conv2d` where it applies, else im2col."""
-  lhs_spec, rhs_spec, out_spec = params['dimension_numbers']
   preferred = params.get('preferred_element_type')
   if not (
-      len(lhs_spec) == 4
+      lhs.ndim == 4
       and all(s == 1 for s in params['window_strides'])
       and all(d == 1 for d in params['rhs_dilation'])
       and (preferred is None or preferred == jnp.float32)
   ):
     return _conv_im2col(lhs, rhs, **params)
-  x = jnp.transpose(lhs, (lhs_spec[0], *lhs_spec[2:], lhs_spec[1]))  # [N, H, W, C]
-  k = jnp.transpose(rhs, (*rhs_spec[2:], rhs_spec[1], rhs_spec[0]))  # [KH, KW, C, O]
+  x, k = _channels_last(lhs, rhs, params['dimension_numbers'])  # [N, H, W, C], [KH, KW, C, O]
   padding = tuple(tuple(int(p) for p in side) for side in params['padding'])
   if not native.supports(x, k, padding):  # e.g. padding as wide as the kernel: pad explicitly
-    zero = jnp.zeros((), x.dtype)
-    x = lax.pad(x, zero, [(0, 0, 0), *((lo, hi, 0) for lo, hi in padding), (0, 0, 0)])
-    padding = ((0, 0), (0, 0))
+    x, padding = _pad_spatial(x, padding), ((0, 0), (0, 0))
   if not (native.supports(x, k, padding) and native.available()):
     return _conv_im2col(lhs, rhs, **params)
-  out = native.conv2d(x, k, padding)  # [N, OH, OW, O]
-  perm = [0] * 4
-  perm[out_spec[0]], perm[out_spec[1]] = 0, 3
-  perm[out_spec[2]], perm[out_spec[3]] = 1, 2
-  return jnp.transpose(out, perm)
+  return _from_channels_last(native.conv2d(x, k, padding), params['dimension_numbers'])
+
 
 def _blocks(x, window):
   """``x`` cropped to whole windows and reshaped to ``[o0, w0, o1, w1, ...]``; also ``o``."""

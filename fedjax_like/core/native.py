@@ -6,9 +6,9 @@ CPU convolutions (oneDNN) were 1.3x faster than that on the EMNIST CNN. ``_conv2
 convolution instead: register-tiled outer products that read the input in place (zero padding is
 implicit: taps on it are skipped), for the forward pass and the kernel gradient (the input
 gradient is the forward kernel on the output gradient with the flipped kernel), split over XLA's
-intra-op thread pool. On this project's 2-core machines it
-runs the EMNIST CNN's second convolution at about 300 GFLOP/s forward and backward, against about
-220 for im2col (benchmarks/RESULTS.md).
+intra-op thread pool. On this project's 2-core machines it runs the EMNIST CNN's second
+convolution at about 300 GFLOP/s forward and backward, against about 220 for im2col
+(benchmarks/RESULTS.md).
 
 The source ships with the package and is compiled with the system C compiler (``$CC``, else
 ``cc``/``gcc``/``clang``) the first time a process needs it, with ``-O3 -march=native`` so it uses
@@ -53,6 +53,7 @@ _SOURCE = Path(__file__).with_name('_conv2d.c')
 _FLAGS = ('-O3', '-march=native', '-std=gnu11', '-shared', '-fPIC', '-ffreestanding', '-nostdlib')
 _TARGETS = {'fjl_conv2d_fwd': 'FjlConv2dFwd', 'fjl_conv2d_dw': 'FjlConv2dDw'}
 LANES = 16  # output channels must be a multiple of this (one 64-byte vector of float32)
+_COMPILE_TIMEOUT_S = 300
 
 _lock = threading.Lock()
 _status: dict[str, object] = {}
@@ -63,9 +64,6 @@ def _compiler() -> str | None:
     if name and shutil.which(name):
       return shutil.which(name)
   return None
-
-
-_COMPILE_TIMEOUT_S = 300
 
 
 def _run(cmd) -> subprocess.CompletedProcess:
