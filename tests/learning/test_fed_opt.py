@@ -95,8 +95,8 @@ def test_fed_avg_with_server_adam_and_tiny_learning_rates_matches_reference():
       g = -delta[k]  # the server's pseudo-gradient
       m[k] = b1 * m[k] + (1 - b1) * g
       v[k] = b2 * v[k] + (1 - b2) * g**2
-      m_hat, v_hat = m[k] / (1 - b1**t), v[k] / (1 - b2**t)
-      params[k] = params[k] - lr_server * m_hat / (np.sqrt(v_hat) + eps)
+      lr_t = lr_server * np.sqrt(1 - b2**t) / (1 - b1**t)  # TFF: epsilon outside sqrt(v)
+      params[k] = params[k] - lr_t * m[k] / (np.sqrt(v[k]) + eps)
     state, got = process.next(state, [d.batch(4) for d in datasets])
     assert_params(state, *params, tol=dict(rtol=1e-5, atol=1e-6))
     assert_metrics(got['client_work']['train'], sums.metrics())

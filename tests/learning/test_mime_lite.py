@@ -75,3 +75,24 @@ def test_mime_lite_rejects_a_full_gradient_aggregator_that_is_not_a_weighted_sum
         dense_model(), fl.learning.optimizers.build_sgdm(0.1),
         full_gradient_aggregator=fl.aggregators.UnweightedMeanFactory(),
     )
+
+
+def test_server_optimizer_is_tffs_name_and_server_optimizer_fn_an_alias():
+  datasets = make_clients(SIZES)
+  base = fl.learning.optimizers.build_sgdm(LR, momentum=BETA)
+  server = fl.learning.optimizers.build_sgdm(0.5)
+  build = fl.learning.algorithms.build_weighted_mime_lite
+  states = []
+  for kwargs in ({'server_optimizer': server}, {'server_optimizer_fn': server}):
+    process = build(dense_model(), base, **kwargs)
+    state, _ = process.next(process.initialize(), [d.batch(4) for d in datasets])
+    states.append(state.global_model_weights)
+  np.testing.assert_array_equal(
+      np.asarray(states[0].trainable['kernel']), np.asarray(states[1].trainable['kernel'])
+  )
+  default = build(dense_model(), base)
+  state, _ = default.next(default.initialize(), [d.batch(4) for d in datasets])
+  assert not np.allclose(np.asarray(state.global_model_weights.trainable['kernel']),
+                         np.asarray(states[0].trainable['kernel']))
+  with pytest.raises(TypeError, match='not both'):
+    build(dense_model(), base, server_optimizer=server, server_optimizer_fn=server)

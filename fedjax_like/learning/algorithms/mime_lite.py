@@ -130,31 +130,41 @@ def build_mime_lite_client_work(
   return build_client_work(model, initialize, prepare, work, report, name='mime_lite')
 
 
+def _server_optimizer(server_optimizer, server_optimizer_fn):
+  if server_optimizer is not None and server_optimizer_fn is not None:
+    raise TypeError('Give server_optimizer (TFF 0.87\'s name) or server_optimizer_fn, not both.')
+  return server_optimizer if server_optimizer is not None else server_optimizer_fn
+
+
 def build_weighted_mime_lite(
     model: Model,
     base_optimizer,
-    server_optimizer_fn=None,
+    server_optimizer=None,
     client_weighting: ClientWeighting | Callable = ClientWeighting.NUM_EXAMPLES,
     model_distributor=None,
     model_aggregator=None,
     full_gradient_aggregator=None,
     seed: int = 0,
+    *,
+    server_optimizer_fn=None,
 ) -> LearningProcess:
   """MimeLite with updates and full gradients weighted by example count.
 
   Args:
     model: the model.
     base_optimizer: ``B``, e.g. ``build_sgdm(0.1, momentum=0.9)``; its state lives at the server.
-    server_optimizer_fn: applied to the mean update (default ``build_sgdm(1.0)``).
+    server_optimizer: applied to the mean update (default ``build_sgdm(1.0)``), TFF 0.87's name.
     client_weighting: ``p_i`` (default: example count).
     model_distributor: a ``DistributionProcess`` (default: broadcast).
     model_aggregator: an aggregation factory for the updates (default: the mean).
     full_gradient_aggregator: a weighted, sum-shaped factory for the full gradients.
     seed: seeds the initial weights and client keys.
+    server_optimizer_fn: the former name of ``server_optimizer`` (give one of the two).
   """
   check_model(model)
   weights = weights_type(model)
-  server = server_optimizer_fn if server_optimizer_fn is not None else optimizers.build_sgdm(1.0)
+  server_optimizer = _server_optimizer(server_optimizer, server_optimizer_fn)
+  server = server_optimizer if server_optimizer is not None else optimizers.build_sgdm(1.0)
   client_work = build_mime_lite_client_work(
       model, base_optimizer, client_weighting, full_gradient_aggregator, seed
   )
@@ -171,14 +181,17 @@ def build_weighted_mime_lite(
 def build_unweighted_mime_lite(
     model: Model,
     base_optimizer,
-    server_optimizer_fn=None,
+    server_optimizer=None,
     model_distributor=None,
     model_aggregator=None,
     full_gradient_aggregator=None,
     seed: int = 0,
+    *,
+    server_optimizer_fn=None,
 ) -> LearningProcess:
-  """MimeLite with every client weighted equally."""
+  """MimeLite with every client weighted equally (arguments as ``build_weighted_mime_lite``)."""
+  server_optimizer = _server_optimizer(server_optimizer, server_optimizer_fn)
   return build_weighted_mime_lite(
-      model, base_optimizer, server_optimizer_fn, ClientWeighting.UNIFORM, model_distributor,
+      model, base_optimizer, server_optimizer, ClientWeighting.UNIFORM, model_distributor,
       model_aggregator, full_gradient_aggregator, seed,
   )
