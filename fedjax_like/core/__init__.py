@@ -16,7 +16,8 @@ communication operators, :mod:`~fedjax_like.core.computation` the decorator and
 :mod:`~fedjax_like.core.cohort` the engine that runs the clients.
 """
 
-from fedjax_like.core import cohort, tree
+from fedjax_like.core import engine, tree  # noqa: I001 (the engine first: values need it)
+from fedjax_like.core import cohort
 from fedjax_like.core.computation import FederatedComputation, federated_computation
 from fedjax_like.core.intrinsics import (
     federated_aggregate,
@@ -54,6 +55,7 @@ __all__ = [
     'FunctionType',
     'Placement',
     'cohort',
+    'engine',
     'federated_aggregate',
     'federated_broadcast',
     'federated_client_keys',

@@ -24,8 +24,9 @@ operator and both types (``federated_sum expects a value of type {T}@CLIENTS; go
 float32[3]@SERVER``). Values the function returns that are not federated (arrays computed on the
 server from server values) are typed ``@SERVER``.
 
-Clients run through :mod:`fedjax_like.core.cohort`, so every execution strategy of the engine
-applies; the configuration in force at call time (``with cohort.execution(...)``) is part of the
+Clients run through :mod:`fedjax_like.core.engine`, so every execution strategy of the engine
+applies; the engine passed as ``engine=`` (else the runtime in force at call time,
+``with cohort.execution(...)``) travels with the traced values and is part of the
 compilation key, so changing it recompiles instead of silently reusing the old program.
 
 Computations compose: called with federated values (inside another computation) a computation
@@ -42,7 +43,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from fedjax_like.core import cohort
+from fedjax_like.core.engine import Engine, default_runtime
 from fedjax_like.core.placements import (
     CLIENTS,
     SERVER,
@@ -53,7 +54,7 @@ from fedjax_like.core.placements import (
     shape_struct,
     type_of,
 )
-from fedjax_like.core.values import FederatedValue
+from fedjax_like.core.values import FederatedValue, engine_of
 
 PyTree = Any
 _PLACEHOLDER_COHORT = 2  # clients assumed when a signature is computed from member types alone
@@ -125,8 +126,9 @@ class FederatedComputation:
         for p in inspect.signature(fn).parameters.values()
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
     ]
-    if 'client_mask' in {p.name for p in params}:
-      raise TypeError(f'{self.name}: the parameter name client_mask is reserved (the cohort mask).')
+    for reserved in ('client_mask', 'engine'):
+      if reserved in {p.name for p in params}:
+        raise TypeError(f'{self.name}: the parameter name {reserved} is reserved.')
     if len(params) != len(parameter_specs):
       raise TypeError(
           f'federated_computation for {self.name}{inspect.signature(fn)} declares '
@@ -149,10 +151,10 @@ class FederatedComputation:
 
   # ----- tracing -------------------------------------------------------------------------------
 
-  def _wrap(self, raw: tuple, masks: tuple) -> list[FederatedValue]:
+  def _wrap(self, engine: Engine, raw: tuple, masks: tuple) -> list[FederatedValue]:
     values = []
     for t, value, mask in zip(self.parameter_types.values(), raw, masks):
-      values.append(FederatedValue(value, t.placement, t.all_equal, mask=mask))
+      values.append(FederatedValue(value, t.placement, t.all_equal, mask=mask, engine=engine))
     return values
 
   def _result_error(self, actual: Any, path: str, promise: Any, hint: str = '') -> TypeError:
@@ -193,9 +195,8 @@ class FederatedComputation:
     for i, (d, a) in enumerate(zip(declared, actual)):
       self._check_result(d, a, f'{path}[{i}]')
 
-  def _traced(self, config: cohort.ExecutionConfig, raw: tuple, masks: tuple):
-    del config  # part of the compilation key only: the same config is in force while tracing
-    out = self.fn(*self._wrap(raw, masks))
+  def _traced(self, engine: Engine, raw: tuple, masks: tuple):
+    out = self.fn(*self._wrap(engine, raw, masks))
     result_type = _result_type(out)
     if self._declared_result is not None:
       self._check_result(self._declared_result, result_type, '')
@@ -256,7 +257,8 @@ class FederatedComputation:
       detail = ', '.join(f'{who}: {n}' for n, who in sizes.items())
       raise ValueError(f'{self.name}: per-client arguments disagree on the cohort size ({detail}).')
 
-  def __call__(self, *args, client_mask: Any = None, **kwargs) -> PyTree:
+  def __call__(self, *args, client_mask: Any = None, engine: Engine | None = None,
+               **kwargs) -> PyTree:
     """Runs the computation.
 
     Args:
@@ -264,13 +266,16 @@ class FederatedComputation:
         per-client values stacked ``[num_clients, ...]``; or federated values of those types.
       client_mask: optional bool ``[num_clients]`` for every per-client argument: False marks a
         padding client that the reductions ignore.
+      engine: the :class:`~fedjax_like.core.engine.Engine` to run the clients with (default: the
+        runtime in force at this call, ``with cohort.execution(...)``).
 
     Returns:
       The function's result with federated values unwrapped to arrays (or, when called with
       federated values, as federated values).
     """
     raw, masks, federated_args = self._prepare(args, kwargs, client_mask)
-    out = self._jitted(cohort.current_config(), raw, masks)
+    engine = engine or engine_of((*args, *kwargs.values())) or default_runtime().engine
+    out = self._jitted(engine, raw, masks)
     self._last_signature = self._signatures[_abstract_key(raw, masks)]  # this call's, not the last trace's
     if not federated_args:
       return out
@@ -290,7 +295,7 @@ class FederatedComputation:
   def signature_for(self, *args, client_mask: Any = None, **kwargs) -> FunctionType:
     """The type signature for these arguments (arrays or ``ShapeDtypeStruct``s), without running."""
     raw, masks, _ = self._prepare(args, kwargs, client_mask)
-    jax.eval_shape(functools.partial(self._traced, cohort.current_config()), raw, masks)
+    jax.eval_shape(functools.partial(self._traced, default_runtime().engine), raw, masks)
     return self._signatures[_abstract_key(raw, masks)]
 
   @property

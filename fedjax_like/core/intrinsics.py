@@ -21,12 +21,14 @@ merge, report)``
 Ragged cohorts: a per-client value may carry a client mask (False for padding clients); every
 reduction ignores masked clients, and values derived by ``federated_map`` keep the mask.
 
-Client-side work is *deferred*: ``federated_map`` records the function instead of running it, maps
-compose, and the reduction that consumes them (``federated_sum``/``federated_mean``/
-``federated_secure_sum``) hands one fused per-client function to
-:func:`fedjax_like.core.cohort.sum_clients`. So a round of FedAvg is a single map-reduce whose
-memory the engine controls and whose execution strategy (vmap, sequential, chunked) is the engine's
-choice.
+Client-side work is *deferred*: ``federated_map`` records a
+:class:`~fedjax_like.core.engine.Program` instead of running it, maps compose into its ``finish``
+and zips combine programs into one, and the reduction that consumes them (``federated_sum``/
+``federated_mean``/``federated_secure_sum``) hands that one program to the engine
+(``engine.sum``). A :class:`~fedjax_like.core.engine.ClientLoop` mapped over a client's data,
+``federated_map(loop, (shared, client_input, data))``, is a program whose steps the engine loops
+over itself. So a round of FedAvg is a single map-reduce whose memory the engine controls and whose
+execution strategy (vmap, sequential, chunked, lanes) is the engine's choice.
 """
 
 from __future__ import annotations
@@ -37,14 +39,15 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from fedjax_like.core import cohort, tree
+from fedjax_like.core import tree
+from fedjax_like.core.engine import ClientLoop, Program, combine
 from fedjax_like.core.placements import CLIENTS, SERVER, Placement
 from fedjax_like.core.secure_sum import federated_secure_sum, federated_secure_sum_bitwidth
 from fedjax_like.core.values import (
-    Deferred,
     FederatedValue,
     combined_mask,
     describe,
+    engine_of,
     expect,
     expect_per_client,
 )
@@ -63,32 +66,14 @@ def federated_broadcast(value: FederatedValue) -> FederatedValue:
   return FederatedValue(value.value, CLIENTS, all_equal=True)
 
 
-def _combine(values) -> tuple[Callable, tuple, tuple]:
-  """Fuses several CLIENTS values into one deferred argument list.
-
-  Returns ``(call, args, in_axes)``: ``call(*args)`` for one client gives the tuple of the values'
-  per-client members.
-  """
-  fns, args, in_axes, spans = [], [], [], []
-  for v in values:
-    if v.all_equal:
-      fns.append(None)
-      spans.append((len(args), len(args) + 1))
-      args.append(v.value)
-      in_axes.append(None)
-    else:
-      d = v._as_deferred()
-      fns.append(d.fn)
-      spans.append((len(args), len(args) + len(d.args)))
-      args.extend(d.args)
-      in_axes.extend(d.in_axes)
-
-  def call(*flat):
-    return tuple(
-        flat[lo] if fn is None else fn(*flat[lo:hi]) for fn, (lo, hi) in zip(fns, spans)
-    )
-
-  return call, tuple(args), tuple(in_axes)
+def _combine(values) -> Program:
+  """Several CLIENTS values as one program whose output is the tuple of their members."""
+  programs = tuple(
+      Program.of_function(lambda x: x, (v.value,), (None,)) if v.all_equal else v.as_program()
+      for v in values
+  )
+  engine = engine_of(values)
+  return combine(programs, lambda p: FederatedValue(None, CLIENTS, program=p, engine=engine).value)
 
 
 def _cohort_size(op: str, values) -> int:
@@ -118,14 +103,43 @@ def federated_client_keys(key: Any, like: FederatedValue) -> FederatedValue:
     expect('federated_client_keys (key)', key, SERVER)
     key = key.value
   n = _cohort_size('federated_client_keys', (like,))
-  return FederatedValue(jax.random.split(key, n), CLIENTS, mask=like.mask)
+  return FederatedValue(jax.random.split(key, n), CLIENTS, mask=like.mask, engine=like.engine)
 
 
-def federated_map(fn: Callable[..., PyTree], arg, key: Any = None) -> FederatedValue:
+def _map_loop(loop: ClientLoop, arg) -> FederatedValue:
+  if not (isinstance(arg, (tuple, list)) and len(arg) == 3):
+    raise TypeError(
+        'federated_map of a ClientLoop takes (shared, client_input, data): three CLIENTS values, '
+        f'the last the clients\' (batches, mask); got {arg!r}.'
+    )
+  shared, client_input, data = arg
+  for what, v in (('shared', shared), ('client_input', client_input), ('data', data)):
+    expect(f'federated_map (loop {what})', v, CLIENTS)
+  expect_per_client('federated_map (loop data)', data)
+  if data.is_deferred:
+    raise TypeError('federated_map of a ClientLoop steps over stored client data, not over the '
+                    'output of another federated_map.')
+  # Deferred per-client inputs (e.g. keys derived per client) are computed first: ``init`` reads
+  # them once per client, so the loop carries no second program.
+  axes = tuple(None if v.all_equal else 0 for v in (shared, client_input))
+  program = Program.of_loop(loop, shared.value, axes[0], client_input.value, axes[1], data.value)
+  return FederatedValue(
+      None, CLIENTS, mask=combined_mask((shared, client_input, data)), program=program,
+      engine=engine_of((data, shared, client_input)),
+  )
+
+
+def federated_map(fn: Callable[..., PyTree] | ClientLoop, arg, key: Any = None) -> FederatedValue:
   """Applies ``fn`` to each client's value: ``({T}@CLIENTS, T -> U) -> {U}@CLIENTS``.
 
+  ``fn`` may be a :class:`~fedjax_like.core.engine.ClientLoop`: ``federated_map(loop, (shared,
+  client_input, data))`` runs ``loop.init(shared_i, client_input_i)``, ``loop.step`` over the
+  client's real steps of ``data_i = (batches_i, mask_i)`` (``[steps, batch_size, ...]``), and
+  ``loop.finish``; the engine owns that loop.
+
   Args:
-    fn: a pure JAX function of one client's value(s) (and its key when ``key`` is given).
+    fn: a pure JAX function of one client's value(s) (and its key when ``key`` is given), or a
+      ``ClientLoop``.
     arg: a CLIENTS value, or a tuple/list of them (then ``fn`` is called as ``fn(*members)``).
       All-equal (broadcast) members are passed to every client unchanged.
     key: optional randomness: a key at SERVER (or a raw key), split into one key per client and
@@ -135,6 +149,10 @@ def federated_map(fn: Callable[..., PyTree], arg, key: Any = None) -> FederatedV
     ``{U}@CLIENTS``, deferred: the work runs inside the reduction that consumes it. It keeps the
     client mask of its arguments (their AND when several carry one).
   """
+  if isinstance(fn, ClientLoop):
+    if key is not None:
+      raise TypeError('federated_map of a ClientLoop takes its keys in client_input, not key=.')
+    return _map_loop(fn, arg)
   many = isinstance(arg, (tuple, list))
   values = tuple(arg) if many else (arg,)
   for i, v in enumerate(values):
@@ -157,14 +175,12 @@ def federated_map(fn: Callable[..., PyTree], arg, key: Any = None) -> FederatedV
         )
       keys = federated_client_keys(key, like)
     values = values + (keys,)
+  engine = engine_of(values)
   if all(v.all_equal for v in values):
-    return FederatedValue(fn(*(v.value for v in values)), CLIENTS, all_equal=True)
-  call, args, in_axes = _combine(values)
+    return FederatedValue(fn(*(v.value for v in values)), CLIENTS, all_equal=True, engine=engine)
+  program = _combine(values).then(lambda members: fn(*members))
   return FederatedValue(
-      None,
-      CLIENTS,
-      mask=combined_mask(values),
-      _deferred=Deferred(lambda *a: fn(*call(*a)), args, in_axes),
+      None, CLIENTS, mask=combined_mask(values), program=program, engine=engine
   )
 
 
@@ -190,14 +206,15 @@ def federated_zip(values: PyTree) -> FederatedValue:
         + '.'
     )
   if placements == {SERVER}:
-    return FederatedValue(jax.tree.unflatten(treedef, [v.value for v in leaves]), SERVER)
+    zipped = jax.tree.unflatten(treedef, [v.value for v in leaves])
+    return FederatedValue(zipped, SERVER, engine=engine_of(leaves))
   return federated_map(lambda *members: jax.tree.unflatten(treedef, members), tuple(leaves))
 
 
 def federated_sum(value: FederatedValue) -> FederatedValue:
   """``{T}@CLIENTS -> T@SERVER``: the sum over real clients, run as one fused map-reduce."""
-  d = expect_per_client('federated_sum', value).masked_deferred()
-  return FederatedValue(cohort.sum_clients(d.fn, d.args, d.in_axes), SERVER)
+  program = expect_per_client('federated_sum', value).masked_program()
+  return FederatedValue(value.run_on.sum(program), SERVER, engine=value.engine)
 
 
 def federated_mean(value: FederatedValue, weight: FederatedValue | None = None) -> FederatedValue:
@@ -223,7 +240,8 @@ def federated_mean(value: FederatedValue, weight: FederatedValue | None = None) 
     return tree.scale(x, w), w
 
   weighted_total, total_weight = federated_sum(federated_map(weigh, (value, weight))).value
-  return FederatedValue(tree.divide_by_total(weighted_total, total_weight), SERVER)
+  mean = tree.divide_by_total(weighted_total, total_weight)
+  return FederatedValue(mean, SERVER, engine=value.engine)
 
 
 def _extreme_identity(dtype, largest: bool):
@@ -245,7 +263,7 @@ def _federated_extreme(op: str, reduce, value: FederatedValue, largest_identity:
       x = jnp.where(keep, x, jnp.asarray(_extreme_identity(x.dtype, largest_identity), x.dtype))
     return reduce(x, axis=0)
 
-  return FederatedValue(jax.tree.map(one, stacked), SERVER)
+  return FederatedValue(jax.tree.map(one, stacked), SERVER, engine=value.engine)
 
 
 def federated_min(value: FederatedValue) -> FederatedValue:
@@ -282,39 +300,45 @@ def federated_aggregate(
   expect_per_client('federated_aggregate', value)
   zero = jax.tree.map(jnp.asarray, zero)
   n = _cohort_size('federated_aggregate', (value,))
-  d = value._as_deferred()
   mask = value.mask if value.mask is not None else jnp.ones((n,), bool)
-
-  def client_accumulator(*args):
-    out = accumulate(zero, d.fn(*args[:-1]))
-    return tree.where(args[-1], out, zero)
-
-  level = cohort.map_clients(client_accumulator, d.args + (mask,), d.in_axes + (0,))
+  engine = value.run_on
+  program = value.as_program().with_arg(
+      mask, 0, lambda out, keep: tree.where(keep, accumulate(zero, out), zero)
+  )
+  level = engine.map(program)
   size = n
   while size > 1:
     if size % 2:
       level = jax.tree.map(lambda x, z: jnp.concatenate([x, z[None]]), level, zero)
       size += 1
     pairs = jax.tree.map(lambda x: x.reshape((size // 2, 2) + x.shape[1:]), level)
-    level = cohort.map_clients(lambda p: merge(*(jax.tree.map(lambda x: x[j], p) for j in (0, 1))),
-                               (pairs,), (0,))
+    pair_merge = lambda p: merge(*(jax.tree.map(lambda x: x[j], p) for j in (0, 1)))  # noqa: E731
+    level = engine.map(Program.of_function(pair_merge, (pairs,), (0,)))
     size //= 2
   merged = jax.tree.map(lambda x: x[0], level) if n else zero
-  return FederatedValue(report(merged), SERVER)
+  return FederatedValue(report(merged), SERVER, engine=value.engine)
 
 
 def _fold(sequence: PyTree, zero: PyTree, op: Callable, mask: jax.Array | None) -> PyTree:
+  """One client's fold (inside a client function): a ``scan`` skipping maskless steps."""
   zero = jax.tree.map(jnp.asarray, zero)
   if mask is None:
-    return cohort.fold_steps(op, zero, sequence)
+    return jax.lax.scan(lambda acc, x: (op(acc, x), None), zero, sequence)[0]
   mask = jnp.asarray(mask)
-  valid = mask.reshape(mask.shape[0], -1).any(axis=1) if mask.ndim > 1 else mask.astype(bool)
+  valid = mask.reshape(mask.shape[0], -1).any(axis=1)
 
   def step(acc, inputs):
     element, keep = inputs
-    return tree.where(keep, op(acc, element), acc)
+    return tree.where(keep, op(acc, element), acc), None
 
-  return cohort.fold_steps(step, zero, (sequence, valid))
+  return jax.lax.scan(step, zero, (sequence, valid))[0]
+
+
+def _fold_loop(zero: PyTree, op: Callable) -> ClientLoop:
+  """``sequence_reduce`` as a client loop: the engine steps over the real steps only."""
+  zero = jax.tree.map(jnp.asarray, zero)
+  return ClientLoop(lambda shared, client_input: zero, lambda acc, x, m: op(acc, x),
+                    lambda shared, acc: acc)
 
 
 def sequence_reduce(
@@ -325,8 +349,9 @@ def sequence_reduce(
 ) -> Any:
   """A fold over a client's sequence of batches: ``acc = op(acc, batch)`` for each step.
 
-  The loop is :func:`fedjax_like.core.cohort.fold_steps`, so the engine decides whether it stays
-  a compiled loop or is unrolled.
+  Over a federated sequence it is a :class:`~fedjax_like.core.engine.ClientLoop`, so the engine
+  owns the loop (and runs only the steps with a real element); inside a client function it is a
+  plain ``scan``.
 
   Args:
     sequence: one client's pytree of ``[steps, ...]`` arrays (inside a ``federated_map``), or a
@@ -341,11 +366,18 @@ def sequence_reduce(
     The final accumulator, or ``{A}@CLIENTS`` for a federated sequence.
   """
   if isinstance(sequence, FederatedValue):
-    expect('sequence_reduce', sequence, CLIENTS)
+    expect_per_client('sequence_reduce', sequence)
+    seq = sequence.value
     if mask is None:
-      return federated_map(lambda s: _fold(s, zero, op, None), sequence)
-    expect('sequence_reduce (mask)', mask, CLIENTS)
-    return federated_map(lambda s, m: _fold(s, zero, op, m), (sequence, mask))
+      steps = jax.tree.leaves(seq)[0].shape[:2]
+      steps_mask = jnp.ones(steps, bool)
+    else:
+      expect_per_client('sequence_reduce (mask)', mask)
+      steps_mask = jnp.asarray(mask.value).reshape(mask.value.shape[:2] + (-1,))
+    unit = FederatedValue((), CLIENTS, all_equal=True)
+    data = FederatedValue((seq, steps_mask), CLIENTS, mask=combined_mask(
+        (sequence,) if mask is None else (sequence, mask)), engine=sequence.engine)
+    return federated_map(_fold_loop(zero, op), (unit, unit, data))
   if isinstance(mask, FederatedValue):
     raise TypeError(f'sequence_reduce of a non-federated sequence got a mask {describe(mask)}.')
   return _fold(sequence, zero, op, mask)

@@ -21,7 +21,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from fedjax_like.core import cohort
 from fedjax_like.core.placements import SERVER
 from fedjax_like.core.values import FederatedValue, expect_per_client
 
@@ -112,19 +111,20 @@ def federated_secure_sum(
         f'federated_secure_sum detects overflow exactly for at most {MAX_CLIENTS} clients; got a '
         f'cohort of {num_clients}. Split the cohort and add the partial sums modulo 2**bitwidth.'
     )
-  d = value.masked_deferred()
-
-  def client_limbs(*args):
-    return jax.tree.map(lambda x: _limbs(x, bitwidth), d.fn(*args))
-
-  sums = cohort.sum_clients(client_limbs, d.args, d.in_axes)
+  program = value.masked_program().then(
+      lambda out: jax.tree.map(lambda x: _limbs(x, bitwidth), out)
+  )
+  sums = value.run_on.sum(program)
   leaves, treedef = jax.tree.flatten(member)
   sum_leaves = treedef.flatten_up_to(sums)
   results = [_finish(*limbs, bitwidth, leaf.dtype) for limbs, leaf in zip(sum_leaves, leaves)]
-  total = FederatedValue(jax.tree.unflatten(treedef, [r[0] for r in results]), SERVER)
+  total = FederatedValue(
+      jax.tree.unflatten(treedef, [r[0] for r in results]), SERVER, engine=value.engine
+  )
   if not with_overflow:
     return total
-  return total, FederatedValue(jax.tree.unflatten(treedef, [r[1] for r in results]), SERVER)
+  overflow = jax.tree.unflatten(treedef, [r[1] for r in results])
+  return total, FederatedValue(overflow, SERVER, engine=value.engine)
 
 
 def federated_secure_sum_bitwidth(value: FederatedValue, bitwidth: int) -> FederatedValue:

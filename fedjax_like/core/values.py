@@ -7,9 +7,12 @@ every round. Their rows carry ``mask[i] = False`` and every reduction of :mod:`i
 ignores them (their outputs are replaced by the reduction's identity with ``where``, so even a NaN
 computed on padding never leaks).
 
-Client work is *deferred*: a value produced by ``federated_map`` records the per-client function
-and its arguments; a reduction fuses it into one map-reduce handed to the cohort engine, and any
-other use materializes it with :func:`fedjax_like.core.cohort.map_clients`.
+Client work is *deferred*: a value produced by ``federated_map`` records a
+:class:`~fedjax_like.core.engine.Program` (the per-client function or client loop and its
+arguments); a reduction hands it to the engine as one pass, and any other use materializes it
+with ``engine.map``. Every value carries the :class:`~fedjax_like.core.engine.Engine` it runs on
+(set by the computation that made it; derived values inherit it), so nothing reads ambient state
+while a computation is traced.
 
 This module holds the value type and the placement checks every operator shares; the operators
 themselves are in :mod:`fedjax_like.core.intrinsics`.
@@ -23,17 +26,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from fedjax_like.core import cohort
+from fedjax_like.core.engine import Engine, Program, default_runtime, output_type
 from fedjax_like.core.placements import CLIENTS, SERVER, FederatedType, Placement, type_of
 
 PyTree = Any
-
-
-class Deferred:
-  """A per-client function not yet run: ``fn(*[arg per client])`` for args with ``in_axes``."""
-
-  def __init__(self, fn: Callable[..., PyTree], args: tuple[PyTree, ...], in_axes: tuple):
-    self.fn, self.args, self.in_axes = fn, tuple(args), tuple(in_axes)
 
 
 class FederatedValue:
@@ -46,6 +42,8 @@ class FederatedValue:
       no cohort axis). Always True at SERVER.
     mask: for per-client values, bool ``[num_clients]``: False marks a padding client that every
       reduction ignores. None means every client is real.
+    program: the deferred client work computing a per-client value (then ``value`` is None).
+    engine: the engine client work runs on (None: the runtime in force, see ``run_on``).
   """
 
   def __init__(
@@ -55,7 +53,8 @@ class FederatedValue:
       all_equal: bool = False,
       *,
       mask: jax.Array | None = None,
-      _deferred: Deferred | None = None,
+      program: Program | None = None,
+      engine: Engine | None = None,
   ):
     if not isinstance(placement, Placement):
       raise TypeError(f'placement must be SERVER or CLIENTS; got {placement!r}.')
@@ -71,43 +70,44 @@ class FederatedValue:
       mask = jnp.asarray(mask, bool)
     self.mask = mask
     self._value = value
-    self._deferred = _deferred
+    self._program = program
+    self.engine = engine
 
   @property
   def value(self) -> PyTree:
     """The underlying pytree (runs deferred client work, through the engine, if there is any)."""
-    if self._deferred is not None:
-      d = self._deferred
-      self._value = cohort.map_clients(d.fn, d.args, d.in_axes)
-      self._deferred = None
+    if self._program is not None:
+      self._value = self.run_on.map(self._program)
+      self._program = None
     return self._value
 
   @property
+  def run_on(self) -> Engine:
+    """The engine this value's client work runs on: its own, else the runtime in force."""
+    return self.engine or default_runtime().engine
+
+  @property
   def is_deferred(self) -> bool:
-    return self._deferred is not None
+    return self._program is not None
 
   @property
   def num_clients(self) -> int | None:
     """The cohort size (padding included) of a per-client value; None for all-equal ones."""
     if self.all_equal:
       return None
-    d = self._as_deferred()
-    for arg, axis in zip(d.args, d.in_axes):
+    p = self.as_program()
+    for arg, axis in zip(p.args, p.in_axes):
       if axis == 0:
         for leaf in jax.tree.leaves(arg):
           return int(jnp.shape(leaf)[0])
+    if p.data is not None:
+      return int(p.data[1].shape[0])
     return None if self.mask is None else int(self.mask.shape[0])
 
   @property
   def type_signature(self) -> FederatedType:
-    if self._deferred is not None:
-      d = self._deferred
-      per_client = [
-          jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), a) if ax == 0 else a
-          for a, ax in zip(d.args, d.in_axes)
-      ]
-      member = jax.eval_shape(d.fn, *per_client)
-      return FederatedType(member, CLIENTS, False)
+    if self._program is not None:
+      return FederatedType(output_type(self._program), CLIENTS, False)
     return type_of(self._value, self.placement, self.all_equal)
 
   def __repr__(self) -> str:
@@ -120,31 +120,29 @@ class FederatedValue:
       from fedjax_like.core.intrinsics import federated_map  # noqa: PLC0415 (cycle)
 
       return federated_map(lambda x: x[key], self)
-    return FederatedValue(self.value[key], self.placement, self.all_equal)
+    return FederatedValue(self.value[key], self.placement, self.all_equal, engine=self.engine)
 
   def is_per_client(self) -> bool:
     return self.placement is CLIENTS and not self.all_equal
 
-  def _as_deferred(self) -> Deferred:
-    """This per-client value as a computation (the identity over stored values)."""
-    if self._deferred is not None:
-      return self._deferred
-    return Deferred(lambda x: x, (self._value,), (0,))
+  def as_program(self) -> Program:
+    """This per-client value as a program (the identity over stored values)."""
+    if self._program is not None:
+      return self._program
+    return Program.of_function(lambda x: x, (self._value,), (0,))
 
-  def masked_deferred(
+  def masked_program(
       self, identity: Callable[[jax.Array], jax.Array] = jnp.zeros_like
-  ) -> Deferred:
-    """The per-client computation with padding clients' outputs replaced by ``identity(x)``."""
-    d = self._as_deferred()
+  ) -> Program:
+    """The per-client program with padding clients' outputs replaced by ``identity(x)``."""
+    p = self.as_program()
     if self.mask is None:
-      return d
-    fn = d.fn
+      return p
 
-    def masked_fn(*args):
-      out, keep = fn(*args[:-1]), args[-1]
+    def mask_out(out, keep):
       return jax.tree.map(lambda x: jnp.where(keep, x, identity(x)), out)
 
-    return Deferred(masked_fn, d.args + (self.mask,), d.in_axes + (0,))
+    return p.with_arg(self.mask, 0, mask_out)
 
 
 def describe(x: Any) -> str:
@@ -187,3 +185,8 @@ def combined_mask(values) -> jax.Array | None:
       raise ValueError(f'Client masks of one cohort differ in size: {out.shape} vs {m.shape}.')
     out = out & m
   return out
+
+
+def engine_of(values) -> Engine | None:
+  """The engine of the first of ``values`` that carries one (derived values inherit it)."""
+  return next((v.engine for v in values if isinstance(v, FederatedValue) and v.engine), None)

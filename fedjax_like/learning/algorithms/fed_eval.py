@@ -24,6 +24,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from fedjax_like.aggregators.mean import MeanFactory
+from fedjax_like.core.engine import ClientLoop
 from fedjax_like.learning.algorithms._common import check_model, initial_weights_fn, weights_type
 from fedjax_like.learning.process import LearningProcess
 from fedjax_like.learning.templates import (
@@ -35,7 +36,7 @@ from fedjax_like.learning.templates import (
     build_identity_finalizer,
     compose_learning_process,
 )
-from fedjax_like.learning.templates.training import eval_sums
+from fedjax_like.learning.templates.training import EvalCarry, eval_step
 from fedjax_like.models.model import Model
 
 
@@ -46,11 +47,13 @@ def build_eval_client_work(model: Model) -> ClientWorkProcess:
     del num_clients
     return (), ()
 
-  def work(prepared, client_input, weights, data, client_state):
-    del prepared, client_input, client_state
-    batches, mask = data
-    sums = eval_sums(model, weights, batches, mask)
-    return ClientOutput(ClientResult((), jnp.zeros((), jnp.float32)), sums)
+  def init(shared, client):
+    return EvalCarry(shared[1], model.zero_sums())
+
+  def finish(shared, carry):
+    return ClientOutput(ClientResult((), jnp.zeros((), jnp.float32)), carry.sums)
+
+  loop = ClientLoop(init, eval_step(model), finish)
 
   def report(total_sums, sums):
     new_total = {k: total_sums[k] + sums[k] for k in sums}
@@ -60,7 +63,7 @@ def build_eval_client_work(model: Model) -> ClientWorkProcess:
     }
     return new_total, {'eval': eval_metrics}
 
-  return build_client_work(model, model.zero_sums, prepare, work, report, name='evaluation')
+  return build_client_work(model, model.zero_sums, prepare, loop, report, name='evaluation')
 
 
 def build_fed_eval(model: Model, model_distributor=None) -> LearningProcess:

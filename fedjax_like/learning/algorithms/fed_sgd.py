@@ -19,8 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import jax
-
+from fedjax_like.core.engine import ClientLoop
 from fedjax_like.learning import optimizers
 from fedjax_like.learning.algorithms._common import (
     check_model,
@@ -48,7 +47,12 @@ from fedjax_like.learning.templates.model_delta_client_work import (
     initial_training_state,
     next_round,
 )
-from fedjax_like.learning.templates.training import full_batch_gradient, train_metrics
+from fedjax_like.learning.templates.training import (
+    gradient_step,
+    mean_gradient,
+    start_gradient,
+    train_metrics,
+)
 from fedjax_like.models.model import Model
 
 
@@ -63,20 +67,21 @@ def build_gradient_client_work(
   def prepare(state, num_clients):
     return (), client_keys(state, num_clients)
 
-  def work(prepared, key, weights, data, client_state):
-    del prepared, client_state
-    batches, mask = data
-    gradient, sums = full_batch_gradient(
-        model, weights, batches, mask, jax.random.wrap_key_data(key)
-    )
-    weight = client_weight(client_weighting, sums['num_examples'])
-    return ClientOutput(ClientResult(gradient, weight), sums)
+  def init(shared, client):
+    (_, weights), (key, _) = shared, client
+    return start_gradient(model, weights, key)
+
+  def finish(shared, carry):
+    weight = client_weight(client_weighting, carry.sums['num_examples'])
+    return ClientOutput(ClientResult(mean_gradient(carry), weight), carry.sums)
+
+  loop = ClientLoop(init, gradient_step(model), finish)
 
   def report(state, sums):
     return next_round(state), {'train': train_metrics(model, sums)}
 
   return build_client_work(
-      model, lambda: initial_training_state(seed), prepare, work, report, name='gradient'
+      model, lambda: initial_training_state(seed), prepare, loop, report, name='gradient'
   )
 
 

@@ -35,6 +35,7 @@ import numpy as np
 import optax
 
 from fedjax_like.core import tree
+from fedjax_like.core.engine import ClientLoop
 from fedjax_like.learning import optimizers
 from fedjax_like.learning.algorithms._common import (
     check_model,
@@ -63,7 +64,12 @@ from fedjax_like.learning.templates.model_delta_client_work import (
     initial_training_state,
     next_round,
 )
-from fedjax_like.learning.templates.training import add_to_gradient, local_training, train_metrics
+from fedjax_like.learning.templates.training import (
+    add_to_gradient,
+    start_training,
+    train_metrics,
+    training_step,
+)
 from fedjax_like.models.model import Model
 
 
@@ -96,18 +102,21 @@ def build_scaffold_client_work(
     prepared = (state.training.round_num, state.control_variate)
     return prepared, client_keys(state.training, num_clients)
 
-  def work(prepared, key, weights, data, client_variate):
-    round_num, server_variate = prepared
-    batches, mask = data
+  def make_optimizer(context):
+    eta, server_variate, client_variate = context
+    return optax.chain(add_to_gradient(tree.sub(server_variate, client_variate)), optax.sgd(eta))
+
+  def init(shared, client):
+    ((round_num, server_variate), weights), (key, client_variate) = shared, client
     eta = jnp.asarray(learning_rate(round_num), jnp.float32)
-    optimizer = optax.chain(
-        add_to_gradient(tree.sub(server_variate, client_variate)), optax.sgd(eta)
-    )
-    trained = local_training(
-        model, optimizer, weights, batches, mask, jax.random.wrap_key_data(key)
-    )
-    update = tree.sub(weights.trainable, trained.trainable)  # x - y_i = -Delta y_i
-    num_steps = trained.metric_sums['num_batches']
+    context = (eta, server_variate, client_variate)
+    return start_training(model, make_optimizer, weights, key, context)
+
+  def finish(shared, carry):
+    eta, server_variate, client_variate = carry.context
+    weights = carry.weights
+    update = tree.sub(weights.trainable, carry.params)  # x - y_i = -Delta y_i
+    num_steps = carry.sums['num_batches']
     scale = 1.0 / jnp.maximum(num_steps * eta, 1e-30)
     new_variate = jax.tree.map(
         lambda ci, c, u: ci - c + scale * u, client_variate, server_variate, update
@@ -115,9 +124,11 @@ def build_scaffold_client_work(
     finite = tree.all_finite(update) & tree.all_finite(new_variate)
     new_variate = tree.where(finite, new_variate, client_variate)
     delta_variate = tree.sub(new_variate, client_variate)
-    weight = client_weight(client_weighting, trained.num_examples)
-    summands = (trained.metric_sums, delta_variate)
+    weight = client_weight(client_weighting, carry.sums['num_examples'])
+    summands = (carry.sums, delta_variate)
     return ClientOutput(ClientResult(update, weight), summands, new_variate)
+
+  loop = ClientLoop(init, training_step(model, make_optimizer), finish)
 
   def report(state: ScaffoldState, summed):
     metric_sums, delta_variate_sum = summed
@@ -128,7 +139,7 @@ def build_scaffold_client_work(
     return new_state, {'train': train_metrics(model, metric_sums)}
 
   return build_client_work(
-      model, initialize, prepare, work, report, initial_client_state=zeros, name='scaffold'
+      model, initialize, prepare, loop, report, initial_client_state=zeros, name='scaffold'
   )
 
 

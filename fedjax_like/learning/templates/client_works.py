@@ -19,8 +19,14 @@ round is one ``federated_map`` and one ``federated_sum`` (local training runs on
 updates are never stacked as ``[clients, params]``):
 
     prepare(state, num_clients)   -> (prepared, client_inputs)        server; client_inputs [n, ...]
-    work(prepared, client_input, weights, data, client_state) -> ClientOutput    ONE client
+    loop: a ClientLoop over ONE client's steps                        the engine runs it
+      init((prepared, weights), (client_input, client_state)) -> carry
+      step(carry, batch, mask) -> carry                               each real step
+      finish((prepared, weights), carry) -> ClientOutput
     report(state, summed)         -> (state, measurements)            server; sum of summands
+
+The client's loop over its data is the engine's (:class:`~fedjax_like.core.engine.ClientLoop`):
+the client work says what one step does, never how steps or clients are iterated.
 
 ``ClientOutput(result, summands, client_state)``: ``summands`` are summed over the cohort (metric
 sums, SCAFFOLD's control-variate deltas, MimeLite's gradients) and handed to ``report``;
@@ -37,6 +43,7 @@ import jax
 import jax.numpy as jnp
 
 from fedjax_like.aggregators.factory import tensor_type
+from fedjax_like.core.engine import ClientLoop, Program, output_type
 from fedjax_like.core import (
     CLIENTS,
     SERVER,
@@ -79,7 +86,7 @@ class ClientWorkMapReduce(NamedTuple):
   """The map-reduce form of a client work (see the module docstring)."""
 
   prepare: Callable[[PyTree, int], tuple[PyTree, PyTree]]
-  work: Callable[..., ClientOutput]
+  loop: ClientLoop
   report: Callable[[PyTree, PyTree], tuple[PyTree, Any]]
 
 
@@ -124,11 +131,23 @@ def client_data_type(model: Model, num_steps: int = 1, batch_size: int = 1) -> t
   return batches, jax.ShapeDtypeStruct(lead, jnp.bool_)
 
 
+def client_outputs(
+    form: ClientWorkMapReduce, prepared, weights: FederatedValue, client_inputs, client_states,
+    data: FederatedValue,
+) -> FederatedValue:
+  """``{ClientOutput}@CLIENTS`` of the work's loop over the cohort (deferred: one program)."""
+  shared = federated_map(lambda p, w: (p, w), (
+      federated_broadcast(federated_value(prepared, SERVER)), weights,
+  ))
+  per_client = FederatedValue((client_inputs, client_states), CLIENTS, engine=data.engine)
+  return federated_map(form.loop, (shared, per_client, data))
+
+
 def build_client_work(
     model: Model,
     initialize: Callable[[], PyTree],
     prepare: Callable[[PyTree, int], tuple[PyTree, PyTree]],
-    work: Callable[..., ClientOutput],
+    loop: ClientLoop,
     report: Callable[[PyTree, PyTree], tuple[PyTree, Any]],
     *,
     initial_client_state: PyTree | None = None,
@@ -141,38 +160,46 @@ def build_client_work(
     initialize: ``() -> state``.
     prepare: ``(state, num_clients) -> (prepared, client_inputs)``; ``client_inputs`` is a pytree
       of ``[num_clients, ...]`` arrays (e.g. per-client keys) or ``()``.
-    work: ``(prepared, client_input, weights, (batches, mask), client_state) -> ClientOutput``.
+    loop: the :class:`~fedjax_like.core.engine.ClientLoop` of one client (see the module
+      docstring); ``finish`` returns a :class:`ClientOutput`.
     report: ``(state, summed summands) -> (state, measurements)``.
     initial_client_state: for stateful work, the state of a client never seen (a pytree of arrays).
     name: names the part in errors.
   """
-  form = ClientWorkMapReduce(prepare, work, report)
+  if not isinstance(loop, ClientLoop):
+    raise TypeError(
+        f'Client work {name!r}: loop must be a ClientLoop(init, step, finish); got '
+        f'{type(loop).__name__}.'
+    )
+  form = ClientWorkMapReduce(prepare, loop, report)
   weights_type = tensor_type(jax.eval_shape(model.init_fn, jax.random.key(0)))
   state_type = jax.eval_shape(initialize)
   prepared_type, inputs_type = jax.eval_shape(lambda s: prepare(s, 1), state_type)
-  input_type = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape[1:], s.dtype), inputs_type)
   client_state_type = () if initial_client_state is None else tensor_type(initial_client_state)
-  out_type = jax.eval_shape(
-      work, prepared_type, input_type, weights_type, client_data_type(model), client_state_type
+  as_one = lambda t: jax.tree.map(lambda s: jax.ShapeDtypeStruct((1,) + s.shape, s.dtype), t)  # noqa: E731
+  batches, mask = client_data_type(model)
+  probe = Program.of_loop(
+      loop, (prepared_type, weights_type), None, as_one((
+          jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape[1:], s.dtype), inputs_type),
+          client_state_type,
+      )), 0, as_one((batches, mask)),
   )
+  out_type = output_type(probe)
   if not isinstance(out_type, ClientOutput):
-    raise TypeError(f'Client work {name!r}: work must return a ClientOutput; got {out_type!r}.')
+    raise TypeError(
+        f'Client work {name!r}: loop.finish must return a ClientOutput; got {out_type!r}.'
+    )
   update_type = tensor_type(out_type.result.update)
   stateful = initial_client_state is not None
 
   def next_fn(state, weights: FederatedValue, data: FederatedValue, client_states=None):
     """Runs the work over the cohort once (materialized) and reports its summed measurements."""
-    batches, mask = data.value
-    num_clients = mask.shape[0]
+    num_clients = data.num_clients
     prepared, client_inputs = prepare(state, num_clients)
     if stateful and client_states is None:
       raise TypeError(f'Client work {name!r} is stateful: next(...) needs client_states@CLIENTS.')
     states = client_states.value if stateful else ()
-    per_client = FederatedValue((batches, mask, client_inputs, states), CLIENTS)
-    outputs = federated_map(
-        lambda p, w, d: work(p, d[2], w, (d[0], d[1]), d[3]),
-        (federated_broadcast(federated_value(prepared, SERVER)), weights, per_client),
-    ).value
+    outputs = client_outputs(form, prepared, weights, client_inputs, states, data).value
     new_state, measurements = report(state, sum_stored(outputs.summands))
     new_states = FederatedValue(outputs.client_state, CLIENTS) if stateful else None
     return ClientWorkOutput(

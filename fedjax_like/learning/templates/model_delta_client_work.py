@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import optax
 
 from fedjax_like.core import tree
+from fedjax_like.core.engine import ClientLoop
 from fedjax_like.learning import optimizers
 from fedjax_like.learning.client_weighting import (
     ClientWeighting,
@@ -36,7 +37,12 @@ from fedjax_like.learning.templates.client_works import (
     ClientWorkProcess,
     build_client_work,
 )
-from fedjax_like.learning.templates.training import local_training, proximal_term, train_metrics
+from fedjax_like.learning.templates.training import (
+    proximal_term,
+    start_training,
+    train_metrics,
+    training_step,
+)
 from fedjax_like.models.model import Model
 
 
@@ -92,23 +98,29 @@ def build_model_delta_client_work(
   def prepare(state: TrainingState, num_clients: int):
     return state.round_num, client_keys(state, num_clients)
 
-  def work(round_num, key, weights, data, client_state):
-    del client_state
-    batches, mask = data
+  def make_optimizer(context):
+    round_num, anchor = context
     optimizer = optimizer_for_round(round_num)
     if proximal_strength > 0:
-      optimizer = optax.chain(proximal_term(weights.trainable, proximal_strength), optimizer)
-    trained = local_training(
-        model, optimizer, weights, batches, mask, jax.random.wrap_key_data(key)
-    )
-    update = tree.sub(weights.trainable, trained.trainable)
-    weight = client_weight(client_weighting, trained.num_examples)
-    return ClientOutput(ClientResult(update, weight), trained.metric_sums)
+      optimizer = optax.chain(proximal_term(anchor, proximal_strength), optimizer)
+    return optimizer
+
+  def init(shared, client):
+    (round_num, weights), (key, _) = shared, client
+    anchor = weights.trainable if proximal_strength > 0 else ()
+    return start_training(model, make_optimizer, weights, key, (round_num, anchor))
+
+  def finish(shared, carry):
+    update = tree.sub(carry.weights.trainable, carry.params)
+    weight = client_weight(client_weighting, carry.sums['num_examples'])
+    return ClientOutput(ClientResult(update, weight), carry.sums)
+
+  loop = ClientLoop(init, training_step(model, make_optimizer), finish)
 
   def report(state: TrainingState, metric_sums):
     return next_round(state), {'train': train_metrics(model, metric_sums)}
 
   name = 'proximal' if proximal_strength > 0 else 'model_delta'
   return build_client_work(
-      model, lambda: initial_training_state(seed), prepare, work, report, name=name
+      model, lambda: initial_training_state(seed), prepare, loop, report, name=name
   )

@@ -1,156 +1,166 @@
-"""What a client computes on its own data: local training, full-batch gradients, metric sums.
+"""What a client computes on its own data, as client loops: local training, gradients, metric sums.
 
-These are pure functions of ONE client's arrays (``batches``: pytree of ``[num_steps, batch, ...]``,
-``mask``: bool ``[num_steps, batch]``); the cohort engine decides how many clients run side by side.
-Client works (:mod:`~fedjax_like.learning.templates.client_works`) are written with them.
+Each is the ``start`` (from ``init``) and ``step`` of a
+:class:`~fedjax_like.core.engine.ClientLoop` over ONE client's steps; client works
+(:mod:`~fedjax_like.learning.templates.client_works`) wrap them with their own ``finish``. The
+engine calls ``step`` only on a client's real steps, in order (``batch``: one step's
+``(x[B, ...], y[B])``, ``mask``: bool ``[B]``), so padding never changes a result and needs no
+code here: weights, optimizer state (momentum included) and sums are exactly those of the real
+steps.
 
-Padding is inert by construction: a step whose mask is all False keeps the weights *and* the
-optimizer state (momentum included) exactly as they were, so padding a client with empty steps
-never changes its result. Metrics are sums (``loss``, ``accuracy``, ``num_examples``,
-``num_batches``) divided once, at the end of the round (:func:`train_metrics`).
+Metrics are sums (``loss``, ``accuracy``, ``num_examples``, ``num_batches``) divided once, at the
+end of the round (:func:`train_metrics`). The ``s``-th real step of a client draws its key as
+``fold_in(rng, s)``.
 
 Algorithm variants change the client optimizer, not the loop, with small optax transformations:
 :func:`proximal_term` (FedProx), :func:`add_to_gradient` (SCAFFOLD's correction) and
-:func:`with_fixed_state` (MimeLite's frozen server optimizer state).
+:func:`with_fixed_state` (MimeLite's frozen server optimizer state). The optimizer is rebuilt in
+every step from ``context``, a pytree of arrays carried with the loop (the round's learning rate,
+the proximal anchor, the correction), so the loop holds no Python object.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from fedjax_like.core import cohort, tree
+from fedjax_like.core import tree
 from fedjax_like.models.model import Model, ModelWeights
 
 PyTree = Any
 
 
-class LocalTrainingResult(NamedTuple):
-  """One client's local training.
+class TrainingCarry(NamedTuple):
+  """Local training's loop carry.
 
   Attributes:
-    trainable: the trained trainable weights.
-    metric_sums: ``{'loss', <metrics>, 'num_examples', 'num_batches'}`` summed over the client's
-      steps (each batch measured before its step, as Keras metrics are); ``num_batches`` counts the
-      real (non-padding) steps.
-    num_examples: real examples processed (float32 scalar).
+    weights: the broadcast global weights (``non_trainable`` is used by every step).
+    params: the trainable weights being trained.
+    opt_state: the client optimizer's state.
+    sums: ``{'loss', <metrics>, 'num_examples', 'num_batches'}`` summed over the real steps (each
+      batch measured before its step, as Keras metrics are).
+    rng: the client's key data, or None (no stochastic layers).
+    num_steps: int32, real steps taken.
+    context: arrays the optimizer is built from (see ``make_optimizer``).
   """
 
-  trainable: PyTree
-  metric_sums: dict
-  num_examples: jax.Array
+  weights: ModelWeights
+  params: PyTree
+  opt_state: PyTree
+  sums: dict
+  rng: jax.Array | None
+  num_steps: jax.Array
+  context: PyTree
 
 
-def _real_steps(mask: jax.Array) -> jax.Array:
-  """``[num_steps]``: steps holding at least one real example. The engine skips the others (a
-  padding step is a no-op either way: weights, optimizer state and sums are kept)."""
-  return jnp.any(mask, axis=1)
+def zero_train_sums(model: Model) -> dict:
+  return dict(model.zero_sums(), num_batches=jnp.zeros((), jnp.float32))
 
 
-def _step_keys(rng: jax.Array | None, num_steps: int):
-  """Step ``i``'s key is ``fold_in(rng, i)``: it does not depend on how many (padding) steps follow,
-  so a client's randomness is the same whether or not the engine cuts its padding steps."""
-  if rng is None:
-    return jnp.zeros((num_steps,), jnp.uint32)
-  return jax.vmap(lambda i: jax.random.fold_in(rng, i))(jnp.arange(num_steps))
+def _step_key(rng, num_steps):
+  return None if rng is None else jax.random.fold_in(jax.random.wrap_key_data(rng), num_steps)
 
 
-def _batch_gradient(model: Model, params, weights: ModelWeights, batch, batch_mask, key):
+def batch_gradient(model: Model, params, weights: ModelWeights, batch, mask, key):
   """``(gradient of the batch's mean loss at params, the batch's metric sums + num_batches)``."""
 
   def loss_fn(p):
-    return model.batch_loss(ModelWeights(p, weights.non_trainable), batch, batch_mask, key)
+    return model.batch_loss(ModelWeights(p, weights.non_trainable), batch, mask, key)
 
   (_, batch_sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-  real = jnp.any(batch_mask)
-  return grads, dict(batch_sums, num_batches=real.astype(jnp.float32)), real
+  return grads, dict(batch_sums, num_batches=jnp.any(mask).astype(jnp.float32))
 
 
-def local_training(
-    model: Model,
-    optimizer: optax.GradientTransformation,
-    weights: ModelWeights,
-    batches: PyTree,
-    mask: jax.Array,
-    rng: jax.Array | None = None,
-) -> LocalTrainingResult:
-  """Trains ``weights`` on one client's batches in order, one optimizer step per batch.
+def start_training(model: Model, make_optimizer: Callable, weights: ModelWeights, rng,
+                   context: PyTree = ()) -> TrainingCarry:
+  """The carry before a client's first step (the client optimizer's state starts fresh)."""
+  optimizer = make_optimizer(context)
+  return TrainingCarry(
+      weights, weights.trainable, optimizer.init(weights.trainable), zero_train_sums(model), rng,
+      jnp.zeros((), jnp.int32), context,
+  )
+
+
+def training_step(model: Model, make_optimizer: Callable) -> Callable:
+  """``(carry, batch, mask) -> carry``: one optimizer step on the batch's mean loss.
 
   Args:
     model: the model.
-    optimizer: the client optimizer (its state starts fresh for every client and round).
-    weights: the broadcast global weights.
-    batches: pytree of ``[num_steps, batch_size, ...]`` arrays.
-    mask: bool ``[num_steps, batch_size]``.
-    rng: a key for stochastic layers (split per step), or None.
+    make_optimizer: ``context -> optax.GradientTransformation`` (``lambda _: optimizer`` for a
+      fixed one).
   """
-  num_steps = mask.shape[0]
-  sums0 = dict(model.zero_sums(), num_batches=jnp.zeros((), jnp.float32))
 
-  def step(carry, inputs):
-    params, opt_state, sums = carry
-    batch, batch_mask, key = inputs
-    key = key if rng is not None else None
-    grads, batch_sums, real = _batch_gradient(model, params, weights, batch, batch_mask, key)
-    updates, new_opt_state = optimizer.update(grads, opt_state, params)
-    new_params = optax.apply_updates(params, updates)
-    params = tree.where(real, new_params, params)
-    opt_state = tree.where(real, new_opt_state, opt_state)
-    return params, opt_state, tree.add(sums, batch_sums)
-
-  initial = (weights.trainable, optimizer.init(weights.trainable), sums0)
-  params, _, sums = cohort.fold_steps(
-      step, initial, (batches, mask, _step_keys(rng, num_steps)), active=_real_steps(mask)
-  )
-  return LocalTrainingResult(params, sums, sums['num_examples'])
-
-
-def full_batch_gradient(
-    model: Model,
-    weights: ModelWeights,
-    batches: PyTree,
-    mask: jax.Array,
-    rng: jax.Array | None = None,
-) -> tuple[PyTree, dict]:
-  """The gradient of the client's mean per-example loss at ``weights``, over all its batches.
-
-  ``g = sum_b n_b grad(mean loss of batch b) / sum_b n_b``, with the metric sums measured on the
-  way (``num_batches`` counts real batches).
-
-  Returns:
-    ``(gradient, metric_sums)``; the gradient has the structure of ``weights.trainable``.
-  """
-  num_steps = mask.shape[0]
-  sums0 = dict(model.zero_sums(), num_batches=jnp.zeros((), jnp.float32))
-
-  def step(carry, inputs):
-    grad_sum, sums = carry
-    batch, batch_mask, key = inputs
-    key = key if rng is not None else None
-    grads, batch_sums, _ = _batch_gradient(
-        model, weights.trainable, weights, batch, batch_mask, key
+  def step(carry: TrainingCarry, batch, mask) -> TrainingCarry:
+    key = _step_key(carry.rng, carry.num_steps)
+    grads, batch_sums = batch_gradient(model, carry.params, carry.weights, batch, mask, key)
+    updates, opt_state = make_optimizer(carry.context).update(grads, carry.opt_state, carry.params)
+    return carry._replace(
+        params=optax.apply_updates(carry.params, updates),
+        opt_state=opt_state,
+        sums=tree.add(carry.sums, batch_sums),
+        num_steps=carry.num_steps + 1,
     )
-    grad_sum = tree.add(grad_sum, tree.scale(grads, batch_sums['num_examples']))
-    return grad_sum, tree.add(sums, batch_sums)
 
-  initial = (tree.zeros_like(weights.trainable), sums0)
-  grad_sum, sums = cohort.fold_steps(
-      step, initial, (batches, mask, _step_keys(rng, num_steps)), active=_real_steps(mask)
+  return step
+
+
+class GradientCarry(NamedTuple):
+  """The full-batch gradient's loop carry: ``sum_b n_b grad_b`` and the metric sums."""
+
+  weights: ModelWeights
+  grad_sum: PyTree
+  sums: dict
+  rng: jax.Array | None
+  num_steps: jax.Array
+
+
+def start_gradient(model: Model, weights: ModelWeights, rng) -> GradientCarry:
+  return GradientCarry(
+      weights, tree.zeros_like(weights.trainable), zero_train_sums(model), rng,
+      jnp.zeros((), jnp.int32),
   )
-  return tree.divide_by_total(grad_sum, sums['num_examples']), sums
 
 
-def eval_sums(model: Model, weights: ModelWeights, batches: PyTree, mask: jax.Array) -> dict:
-  """Metric sums of ``weights`` over all of a client's batches (inference mode)."""
+def gradient_step(model: Model) -> Callable:
+  """``(carry, batch, mask) -> carry`` accumulating ``n_b grad(mean loss of batch b)`` at the
+  broadcast weights."""
 
-  def step(sums, inputs):
-    batch, batch_mask = inputs
-    return tree.add(sums, model.eval_sums(weights, batch, batch_mask))
+  def step(carry: GradientCarry, batch, mask) -> GradientCarry:
+    key = _step_key(carry.rng, carry.num_steps)
+    grads, batch_sums = batch_gradient(
+        model, carry.weights.trainable, carry.weights, batch, mask, key
+    )
+    grad_sum = tree.add(carry.grad_sum, tree.scale(grads, batch_sums['num_examples']))
+    return carry._replace(
+        grad_sum=grad_sum, sums=tree.add(carry.sums, batch_sums), num_steps=carry.num_steps + 1
+    )
 
-  return cohort.fold_steps(step, model.zero_sums(), (batches, mask), active=_real_steps(mask))
+  return step
+
+
+def mean_gradient(carry: GradientCarry) -> PyTree:
+  """``g = sum_b n_b grad_b / sum_b n_b``: the gradient of the client's mean per-example loss."""
+  return tree.divide_by_total(carry.grad_sum, carry.sums['num_examples'])
+
+
+class EvalCarry(NamedTuple):
+  """Evaluation's loop carry: the weights evaluated and the metric sums."""
+
+  weights: ModelWeights
+  sums: dict
+
+
+def eval_step(model: Model) -> Callable:
+  """``(carry, batch, mask) -> carry`` adding the batch's metric sums (inference mode)."""
+
+  def step(carry: EvalCarry, batch, mask) -> EvalCarry:
+    return carry._replace(sums=tree.add(carry.sums, model.eval_sums(carry.weights, batch, mask)))
+
+  return step
 
 
 def train_metrics(model: Model, sums: dict) -> dict:

@@ -39,10 +39,11 @@ from typing import Any
 
 import jax
 import jax.extend.core as jex
+import numpy as np
 import jax.numpy as jnp
 from jax import lax
 
-from fedjax_like.core import native
+from fedjax_like.core.engine import native
 
 PyTree = Any
 _NESTED_CALLS = ('pjit', 'jit', 'closed_call', 'core_call')
@@ -73,11 +74,47 @@ def _from_channels_last(out, dimension_numbers):
   return jnp.transpose(out, perm)
 
 
+def _kernel_larger_than_output(lhs, rhs, dimension_numbers, window_strides, rhs_dilation,
+                               padding) -> bool:
+  """A convolution whose window is larger than its output: the kernel gradient of a forward
+  convolution (``x`` against ``dy``), stride and dilation 1."""
+  if any(s != 1 for s in window_strides) or any(d != 1 for d in rhs_dilation):
+    return False
+  lhs_spec, rhs_spec, _ = dimension_numbers
+  window = [rhs.shape[d] for d in rhs_spec[2:]]
+  spatial = [lhs.shape[d] + lo + hi for d, (lo, hi) in zip(lhs_spec[2:], padding)]
+  out = [n - w + 1 for n, w in zip(spatial, window)]
+  return int(np.prod(window)) > int(np.prod(out))
+
+
+def _conv_by_output_position(x, k, padding, precision, preferred_element_type):
+  """``[N, *spatial, C] * [*window, C, O] -> [N, *out, O]`` as one dot per OUTPUT position (the
+  window sliced from the padded input): for a window larger than its output (a kernel
+  gradient) this is the short loop."""
+  nd = x.ndim - 2
+  x = _pad_spatial(x, padding)
+  window = k.shape[:nd]
+  outs = [n - w + 1 for n, w in zip(x.shape[1:1 + nd], window)]
+  flat_k = k.reshape(-1, k.shape[-1])
+  cols = []
+  for offset in itertools.product(*(range(o) for o in outs)):
+    patch = x[(slice(None), *(slice(o, o + w) for o, w in zip(offset, window)), slice(None))]
+    cols.append(lax.dot_general(
+        patch.reshape(patch.shape[0], -1), flat_k, (((1,), (0,)), ((), ())),
+        precision=precision, preferred_element_type=preferred_element_type,
+    ))
+  return jnp.stack(cols, axis=1).reshape((x.shape[0], *outs, k.shape[-1]))
+
+
 def _conv_im2col(lhs, rhs, *, window_strides, padding, lhs_dilation, rhs_dilation,
                  dimension_numbers, precision=None, preferred_element_type=None, **_):
   """``conv_general_dilated`` (no groups, no input dilation) as slices + concatenate + one dot."""
   nd = lhs.ndim - 2
   x, k = _channels_last(lhs, rhs, dimension_numbers)
+  if _kernel_larger_than_output(lhs, rhs, dimension_numbers, window_strides, rhs_dilation,
+                                padding):
+    out = _conv_by_output_position(x, k, padding, precision, preferred_element_type)
+    return _from_channels_last(out, dimension_numbers)
   x = _pad_spatial(x, padding)
   window = k.shape[:nd]
   out_sizes = [
@@ -116,11 +153,36 @@ def _conv_native(lhs, rhs, **params):
     return _conv_im2col(lhs, rhs, **params)
   x, k = _channels_last(lhs, rhs, params['dimension_numbers'])  # [N, H, W, C], [KH, KW, C, O]
   padding = tuple(tuple(int(p) for p in side) for side in params['padding'])
+  if _kernel_larger_than_output(lhs, rhs, params['dimension_numbers'], params['window_strides'],
+                                params['rhs_dilation'], padding):
+    return _kernel_gradient_native(x, k, padding, params)
   if not native.supports(x, k, padding):  # e.g. padding as wide as the kernel: pad explicitly
     x, padding = _pad_spatial(x, padding), ((0, 0), (0, 0))
   if not (native.supports(x, k, padding) and native.available()):
     return _conv_im2col(lhs, rhs, **params)
   return _from_channels_last(native.conv2d(x, k, padding), params['dimension_numbers'])
+
+
+def _kernel_gradient_native(x, k, padding, params):
+  """The big-window form ``out[n, p, o] = sum_{w, c} x[n, p + w, c] k[w, c, o]`` on the native
+  kernel-gradient kernel: with ``x`` read as ``[c, H, W, n]`` and ``k`` as ``dy [c, *w, o]`` it
+  computes ``[*p, n, o]``."""
+  (pt, pb), (pl, pr) = padding
+  xt = jnp.transpose(x, (3, 1, 2, 0))  # [C, H, W, N]: the images are the contracted axis
+  dy = jnp.transpose(k, (2, 0, 1, 3))  # [C, KH, KW, O]
+  oh = x.shape[1] + pt + pb - k.shape[0] + 1
+  ow = x.shape[2] + pl + pr - k.shape[1] + 1
+  fits = (
+      x.dtype == jnp.float32 and k.dtype == jnp.float32 and k.shape[3] % native.LANES == 0
+      and 0 <= pt < oh and 0 <= pb < oh and 0 <= pl < ow and 0 <= pr < ow
+  )
+  if not (fits and native.available()):
+    out = _conv_by_output_position(
+        x, k, padding, params.get('precision'), params.get('preferred_element_type')
+    )
+  else:
+    out = jnp.transpose(native._dw_call(xt, dy, oh, ow, pt, pl), (2, 0, 1, 3))
+  return _from_channels_last(out, params['dimension_numbers'])
 
 
 def _blocks(x, window):
@@ -183,6 +245,27 @@ def _pool(name, x, params):
   return jnp.sum(blocked, axis=_window_axes(x.ndim))
 
 
+def _scatter_to_first_max(source, operand, params):
+  """``select_and_scatter_add`` (the gradient of a max pool) for non-overlapping windows: each
+  window's cotangent goes to its first maximum in row-major order, as XLA's rule picks."""
+  window = tuple(params['window_dimensions'])
+  blocked_mask = _first_max_mask(operand, window)
+  _, outs = _blocks(operand, window)
+  expanded = source.reshape([d for o in outs for d in (o, 1)])
+  picked = jnp.where(blocked_mask, expanded, jnp.zeros((), source.dtype))
+  dense = picked.reshape([o * w for o, w in zip(outs, window)])
+  pads = [(0, n - o * w, 0) for n, o, w in zip(operand.shape, outs, window)]
+  return lax.pad(dense, jnp.zeros((), source.dtype), pads)
+
+
+def _scatter_rewritable(source, operand, params) -> bool:
+  return (
+      params['select_prim'] is lax.ge_p
+      and _pool_rewritable(operand, params | {'base_dilation': (1,) * operand.ndim,
+                                              'window_dilation': (1,) * operand.ndim})
+  )
+
+
 def _rewritable(params) -> bool:
   return (
       params['feature_group_count'] == 1
@@ -211,6 +294,8 @@ def _eval_jaxpr(jaxpr, consts, *args, conv=_conv_im2col):
         invals[0], eqn.params
     ):
       outvals = [_pool(name, invals[0], eqn.params)]
+    elif name == 'select_and_scatter_add' and _scatter_rewritable(*invals, eqn.params):
+      outvals = [_scatter_to_first_max(*invals, eqn.params)]
     elif name in _NESTED_CALLS and 'jaxpr' in eqn.params:
       inner = eqn.params['jaxpr']
       outvals = _eval_jaxpr(inner.jaxpr, inner.consts, *invals, conv=conv)
@@ -258,3 +343,14 @@ def im2col_convolutions(fn: Callable) -> Callable:
 def native_convolutions(fn: Callable) -> Callable:
   """``fn`` with convolutions on the native CPU kernels where they apply, im2col elsewhere."""
   return _rewrite(fn, _conv_native)
+
+
+def lower(fn: Callable | None, mode: str) -> Callable | None:
+  """``fn`` (a client loop's ``step``, or any function of arrays) lowered for ``mode``:
+  ``'native'``, ``'im2col'`` or ``'xla'`` (unchanged). The rewrite works on the traced,
+  differentiated function: forward convolutions, their input gradients (convolutions with the
+  flipped kernel) and kernel gradients (windows larger than the output), max-pool gradients
+  (``select_and_scatter_add``) and pools."""
+  if fn is None or mode == 'xla':
+    return fn
+  return native_convolutions(fn) if mode == 'native' else im2col_convolutions(fn)

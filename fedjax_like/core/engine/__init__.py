@@ -1,0 +1,71 @@
+"""The engine: the one place that decides how clients execute.
+
+The Federated Core (:mod:`fedjax_like.core`) hands the engine a :class:`Program` (a client loop
+or a per-client function bound to its arguments and data) and asks for the clients' outputs
+stacked or summed; everything about *how* lives here, one concept a module:
+
+=================  ==============================================================================
+``config.py``      :class:`ExecutionConfig` (strategy, chunk, loop form, lowering, devices) and the
+                   rule that resolves ``auto``
+``program.py``     :class:`ClientLoop` (``init / step / finish``), :class:`Program`, the client's
+                   step loop (``while`` / ``scan`` / unrolled)
+``plan.py``        cohort plans, functions of the cohort alone: step groups and lanes
+``runners.py``     ``vmap``, ``sequential``, ``chunked`` (with step groups); map and sum are one
+``lanes.py``       the ``lanes`` runner (clients back to back in vmap lanes), :class:`CohortData`
+``place.py``       the device mesh, placing a round's inputs, ``shard_map`` per device
+``memory.py``      the memory check before a compiled round runs
+``lowering.py``    backend lowering of a loop's ``step`` (native / im2col convolutions, pools)
+``native.py``      the native CPU convolution kernels (``_conv2d.c``), built on first use
+``runtime.py``     :class:`Runtime` (config, mesh, planning, placement, compile cache, memory
+                   check), :class:`Engine` (what traced values carry), ``execution(...)``
+=================  ==============================================================================
+
+The protocol the core uses: ``engine.map(program)``, ``engine.sum(program)`` (both
+``engine.run(program, reduce)``), :class:`Program` and :class:`ClientLoop`.
+"""
+
+from fedjax_like.core.engine.config import CONV_LOWERINGS, STRATEGIES, ExecutionConfig, resolve
+from fedjax_like.core.engine.lanes import CohortData
+from fedjax_like.core.engine.memory import CohortTooLargeError
+from fedjax_like.core.engine.plan import (
+    LanePlan,
+    StepPlan,
+    lane_length,
+    plan_lanes,
+    plan_step_groups,
+    step_budget,
+)
+from fedjax_like.core.engine.program import ClientLoop, Program, combine, output_type
+from fedjax_like.core.engine.runtime import (
+    CohortLayout,
+    Engine,
+    Runtime,
+    default_runtime,
+    execution,
+    using,
+)
+
+__all__ = [
+    'CONV_LOWERINGS',
+    'STRATEGIES',
+    'ClientLoop',
+    'CohortData',
+    'CohortLayout',
+    'CohortTooLargeError',
+    'Engine',
+    'ExecutionConfig',
+    'LanePlan',
+    'Program',
+    'Runtime',
+    'StepPlan',
+    'combine',
+    'default_runtime',
+    'execution',
+    'lane_length',
+    'output_type',
+    'plan_lanes',
+    'plan_step_groups',
+    'resolve',
+    'step_budget',
+    'using',
+]

@@ -1,0 +1,246 @@
+"""Client work as a loop: :class:`ClientLoop` and the engine's unit of work, :class:`Program`.
+
+Every per-client computation that walks a client's data is three pure functions over pytrees, in
+the spirit of FedJAX's ``client_init / client_step / client_final`` and written as an optax-style
+NamedTuple (:class:`ClientLoop`):
+
+    init(shared, client_input)   -> carry      once per client, before its first step
+    step(carry, batch, mask)     -> carry      once per REAL step (batch: one step's pytree of
+                                               [batch_size, ...] arrays, mask: bool [batch_size])
+    finish(shared, carry)        -> output     once per client, after its last step
+
+The engine owns the loop over steps: it calls ``step`` only on a client's real steps (those whose
+mask has any True entry), in order, and never on padding, so ``step`` needs no padding logic of
+its own beyond weighing examples by ``mask``. Which loop runs them (a ``while_loop`` over the real
+steps, a ``scan`` with ``cond``, an unrolled sequence, or lanes that run several clients back to
+back) is the engine's choice (:mod:`.runners`, :mod:`.lanes`).
+
+A :class:`Program` is what the Federated Core hands the engine: a client loop (or a plain
+per-client function, a loop without steps) bound to its per-client arguments ``args`` (with
+``in_axes``: ``0`` per client, ``None`` broadcast) and the client data it steps over ``data =
+(batches, mask)`` with leaves ``[clients, steps, batch_size, ...]`` and ``mask`` bool
+``[clients, steps, batch_size]``. ``federated_map`` over a program's value composes into its
+``finish``; zipping programs combines them into one (:func:`combine`), so a round of client
+training, its metrics and the aggregator's per-client work run as one program, one client at a
+time through ``init`` -> steps -> ``finish``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+PyTree = Any
+
+
+class ClientLoop(NamedTuple):
+  """A per-client computation over the client's steps (see the module docstring).
+
+  Attributes:
+    init: ``(shared, client_input) -> carry``.
+    step: ``(carry, batch, mask) -> carry``; ``batch`` is one step's pytree of
+      ``[batch_size, ...]`` arrays and ``mask`` bool ``[batch_size]`` (its real examples). Called
+      only on real steps.
+    finish: ``(shared, carry) -> output``.
+  """
+
+  init: Callable[[PyTree, PyTree], PyTree]
+  step: Callable[[PyTree, PyTree, jax.Array], PyTree]
+  finish: Callable[[PyTree, PyTree], PyTree]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Program:
+  """One per-client computation bound to its arguments (see the module docstring).
+
+  Attributes:
+    init: ``(*client_args) -> carry``.
+    step: ``(carry, batch, mask) -> carry``, or None for a computation without steps.
+    finish: ``(*client_args, carry) -> output``.
+    args: the arguments, per client ``[clients, ...]`` (``in_axes`` 0) or broadcast (None).
+    in_axes: one entry per argument.
+    data: ``(batches, mask)`` per client (``[clients, steps, batch_size, ...]``), or None.
+  """
+
+  init: Callable[..., PyTree]
+  step: Callable[..., PyTree] | None
+  finish: Callable[..., PyTree]
+  args: tuple
+  in_axes: tuple
+  data: tuple | None = None
+
+  @staticmethod
+  def of_function(fn: Callable[..., PyTree], args, in_axes) -> Program:
+    """``fn(*client_args)`` per client, as a program without steps."""
+    return Program(lambda *a: (), None, lambda *a: fn(*a[:-1]), tuple(args), tuple(in_axes))
+
+  @staticmethod
+  def of_loop(loop: ClientLoop, shared, shared_axis, client_input, input_axis, data) -> Program:
+    """``loop`` over ``data`` with its ``shared`` and ``client_input`` arguments."""
+    return Program(
+        loop.init,
+        loop.step,
+        lambda shared, client_input, carry: loop.finish(shared, carry),
+        (shared, client_input),
+        (shared_axis, input_axis),
+        tuple(data),
+    )
+
+  def then(self, fn: Callable[[PyTree], PyTree]) -> Program:
+    """The program whose output is ``fn(output)``."""
+    finish = self.finish
+    return dataclasses.replace(self, finish=lambda *a: fn(finish(*a)))
+
+  def with_arg(self, arg, axis, fn: Callable[[PyTree, PyTree], PyTree]) -> Program:
+    """The program whose output is ``fn(output, arg_i)`` for one more argument ``arg``."""
+    finish = self.finish
+
+    def new_finish(*a):
+      return fn(finish(*a[:-2], a[-1]), a[-2])
+
+    init = self.init
+    return dataclasses.replace(
+        self,
+        init=lambda *a: init(*a[:-1]),
+        finish=new_finish,
+        args=self.args + (arg,),
+        in_axes=self.in_axes + (axis,),
+    )
+
+  @property
+  def num_clients(self) -> int:
+    sizes = {
+        leaf.shape[0]
+        for arg, axis in zip(self.args, self.in_axes)
+        if axis == 0
+        for leaf in jax.tree.leaves(arg)
+    }
+    if self.data is not None:
+      sizes.add(self.data[1].shape[0])
+    if len(sizes) != 1:
+      raise ValueError(
+          'Per-client arguments must share one leading cohort axis; got sizes '
+          f'{sorted(sizes) or "none (no per-client argument)"}.'
+      )
+    return sizes.pop()
+
+
+def _same_data(a: tuple, b: tuple) -> bool:
+  la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+  return len(la) == len(lb) and all(x is y for x, y in zip(la, lb))
+
+
+def combine(programs: tuple[Program, ...], materialize: Callable[[Program], PyTree]) -> Program:
+  """One program whose output is the tuple of the programs' outputs.
+
+  The programs share one client loop: at most one distinct ``data`` is stepped over (programs over
+  the very same data arrays step together, each with its own carry). A program over other data is
+  run first by ``materialize`` (``program -> stacked outputs [clients, ...]``) and joins as a
+  stored value.
+  """
+  data = next((p.data for p in programs if p.data is not None), None)
+  parts = []
+  for p in programs:
+    if p.data is not None and not _same_data(p.data, data):
+      p = Program.of_function(lambda x: x, (materialize(p),), (0,))
+    parts.append(p)
+  spans, args, in_axes = [], [], []
+  for p in parts:
+    spans.append((len(args), len(args) + len(p.args)))
+    args.extend(p.args)
+    in_axes.extend(p.in_axes)
+  steppers = [i for i, p in enumerate(parts) if p.step is not None]
+
+  def init(*flat):
+    return tuple(p.init(*flat[lo:hi]) for p, (lo, hi) in zip(parts, spans))
+
+  def step(carry, batch, mask):
+    carry = list(carry)
+    for i in steppers:
+      carry[i] = parts[i].step(carry[i], batch, mask)
+    return tuple(carry)
+
+  def finish(*flat):
+    *flat, carry = flat
+    return tuple(p.finish(*flat[lo:hi], c) for p, (lo, hi), c in zip(parts, spans, carry))
+
+  return Program(init, step if steppers else None, finish, tuple(args), tuple(in_axes), data)
+
+
+# ----- one client's loop --------------------------------------------------------------------------
+
+
+def real_steps(mask: jax.Array) -> jax.Array:
+  """``[steps]``: the steps of one client holding at least one real example."""
+  return jnp.any(mask.reshape(mask.shape[0], -1), axis=1)
+
+
+def loop_steps(step: Callable, carry: PyTree, batches: PyTree, mask: jax.Array, kind: str):
+  """``carry = step(carry, batch_s, mask_s)`` over one client's real steps ``s``, in order.
+
+  Args:
+    step: the client loop's step.
+    carry: the carry from ``init``.
+    batches: pytree of ``[steps, batch_size, ...]``.
+    mask: bool ``[steps, batch_size]``.
+    kind: ``'while'`` (a ``while_loop`` over the real steps' indices: its trip count is the number
+      of real steps), ``'scan'`` (a ``scan`` over every step, each a ``cond``) or ``'unrolled'``.
+  """
+  active = real_steps(mask)
+  if kind in ('scan', 'unrolled'):
+
+    def body(c, inputs):
+      batch, m, on = inputs
+      return jax.lax.cond(on, lambda c: step(c, batch, m), lambda c: c, c), None
+
+    return jax.lax.scan(body, carry, (batches, mask, active), unroll=kind == 'unrolled')[0]
+  # The real steps' indices first, in order (a stable sort), and how many there are. On a packed
+  # cohort they are the leading steps, but any mask is exact.
+  order = jnp.argsort(~active, stable=True).astype(jnp.int32)
+  count = jnp.sum(active, dtype=jnp.int32)
+
+  def body(state):
+    i, c = state
+    at = lambda a: jax.lax.dynamic_index_in_dim(a, order[i], keepdims=False)  # noqa: E731
+    return i + 1, step(c, jax.tree.map(at, batches), at(mask))
+
+  return jax.lax.while_loop(lambda state: state[0] < count, body, (jnp.int32(0), carry))[1]
+
+
+def client_function(program: Program, kind: str, step: Callable | None = None):
+  """``f(broadcast, mapped, data_i) -> output`` for one client: init, its steps, finish.
+
+  ``broadcast`` and ``mapped`` are the program's arguments split by ``in_axes`` (``mapped`` as one
+  client's slice); ``step`` overrides the program's (the engine passes the lowered one).
+  """
+  step = step or program.step
+  axes = program.in_axes
+
+  def call(broadcast, mapped, data):
+    b, m = iter(broadcast), iter(mapped)
+    args = tuple(next(m) if ax == 0 else next(b) for ax in axes)
+    carry = program.init(*args)
+    if step is not None:
+      carry = loop_steps(step, carry, data[0], data[1], kind)
+    return program.finish(*args, carry)
+
+  return call
+
+
+def split_args(program: Program) -> tuple[tuple, tuple]:
+  """``(broadcast, mapped)``: the program's arguments by ``in_axes``."""
+  broadcast = tuple(a for a, ax in zip(program.args, program.in_axes) if ax is None)
+  mapped = tuple(a for a, ax in zip(program.args, program.in_axes) if ax == 0)
+  return broadcast, mapped
+
+
+def output_type(program: Program) -> PyTree:
+  """One client's output as a pytree of ``jax.ShapeDtypeStruct`` (traced abstractly)."""
+  broadcast, mapped = split_args(program)
+  one = lambda t: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), t)  # noqa: E731
+  data = program.data if program.data is not None else ()
+  return jax.eval_shape(client_function(program, 'scan'), broadcast, one(mapped), one(data))
