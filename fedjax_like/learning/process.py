@@ -39,7 +39,6 @@ State is never mutated: ``next`` returns a new state, so keeping an old one is a
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import re
 from collections.abc import Callable, Sequence
@@ -49,7 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fedjax_like.core import cohort
+from fedjax_like.core.engine import Runtime, default_runtime
 from fedjax_like.data.dataset import BatchedDataset
 from fedjax_like.data.packing import (
     PackedCohort,
@@ -142,6 +141,18 @@ def _check_client_ids(client_data, ids: tuple[str, ...]) -> None:
     raise ValueError(f'Client ids must be distinct within a cohort; repeated: {repeated}.')
 
 
+def _pad_clients(tree: PyTree, size: int) -> PyTree:
+  """Host arrays ``[n, ...]`` zero-padded to ``size`` clients (inert: they have no examples)."""
+
+  def pad(x):
+    x = np.asarray(x)
+    if x.shape[0] >= size:
+      return x
+    return np.concatenate([x, np.zeros((size - x.shape[0],) + x.shape[1:], x.dtype)])
+
+  return jax.tree.map(pad, tree)
+
+
 class _TypedNext:
   """``process.next`` with a ``type_signature``, as TFF's computations have."""
 
@@ -155,24 +166,6 @@ class _TypedNext:
   @property
   def type_signature(self):
     return self._process.type_signature
-
-
-def _computed_waste(steps: np.ndarray, layout, shards: int, by_budget: bool) -> float:
-  """Masked / computed steps of a vectorized round over ``layout``'s blocks.
-
-  Clients side by side loop, on each device, as long as the longest of them needs when the local
-  loop stops at the last real step (CPU), or over the block's whole step budget when it keeps a
-  static trip count (accelerators; see ``cohort.fold_steps``). Chunks within a block may stop
-  earlier still, so under ``chunked`` this is an upper bound.
-  """
-  computed = 0
-  longest = int(steps.max(initial=0))
-  for rows, budget in layout:
-    parts = np.array_split(steps[rows], shards)
-    for part in parts:
-      length = (budget or longest) if by_budget else int(part.max(initial=0))
-      computed += len(part) * length
-  return 1.0 - float(steps.sum()) / computed if computed else 0.0
 
 
 class LearningProcess:
@@ -197,12 +190,14 @@ class LearningProcess:
       *,
       stateful_clients: bool = False,
       round_computation=None,
+      runtime: Runtime | None = None,
+      stacked_by: tuple[str, ...] = (),
   ):
     self.model = model
     self._initialize_fn = initialize_fn
     self._round_fn = round_fn
-    self._compiled = {}  # (execution config, input shapes) -> compiled round
-    self._plan = None  # the last step-group plan, kept (budgets raised) while efficient
+    self.runtime = runtime  # None: the runtime in force when `next` is called
+    self.stacked_by = tuple(stacked_by)  # parts that hold every client's value at once
     self._last_compiled = None  # the last round's compiled program (for memory analysis)
     self.padding_waste = None  # masked / computed steps in the last round
     self.name = name
@@ -254,120 +249,68 @@ class LearningProcess:
     else:
       real = client_data.mask.any(axis=2)  # [clients, steps]
       steps = np.where(real, np.arange(1, real.shape[1] + 1), 0).max(axis=1, initial=0)
-    layout, config = self._layout(steps)
+    runtime = self.runtime or default_runtime()
+    layout = runtime.layout(steps)
+    self.padding_waste = layout.padding_waste
     if isinstance(client_data, PackedCohort):
-      parts = tuple(take_clients(client_data, rows, budget) for rows, budget in layout)
+      parts = tuple(take_clients(client_data, rows, budget) for rows, budget in layout.blocks)
     else:
-      parts = pack_groups(client_data, layout)
+      parts = pack_groups(client_data, layout.blocks)
     if self.model is not None:
       parts = tuple(validate_cohort(part, self.model) for part in parts)
     if self.stateful_clients:
       _check_client_ids(client_data, sum((part.client_ids for part in parts), ()))
-    with cohort.using(config):
-      return self._next_packed(state, parts)
+    return self._next_packed(runtime, layout, state, parts)
 
-  def _layout(self, steps: np.ndarray):
-    """How to pack this round's cohort, and the config to run it with.
-
-    Returns ``(layout, config)``: ``layout`` lists the blocks to pack, ``(client indices,
-    num_steps)``, whose concatenation (device-major on a mesh) is the cohort in the order the
-    engine runs it; one block per step group (see
-    :func:`fedjax_like.core.cohort.plan_step_groups`), or a single block when the cohort is not
-    split (uneven over the devices, or ``step_groups`` given by the user).
-    """
-    config = cohort.current_config()
-    m = cohort.mesh(config)
-    shards = m.size if m is not None else 1
-    n = steps.size
-    strategy, _ = cohort.resolve(-(-n // shards), config)
-    user_groups = config.step_groups is not None
-    grouped = not user_groups
-    options = {}
-    if strategy == 'sequential':
-      # Padding steps are skipped, so groups only save memory, and each costs one more copy of
-      # the client program to compile: none for small cohorts (one block, shaped as packed), a
-      # few for large ones.
-      grouped = grouped and n // shards >= 64
-      options = {'keep_slack': float('inf'), 'max_groups': 4}
-    plan = cohort.plan_step_groups(
-        steps, shards, previous=self._plan, grouped=grouped, **options
-    )
-    if plan.groups is None:
-      layout = [(plan.order, None)]
-      self._plan = None
-    else:
-      self._plan = plan
-      config = dataclasses.replace(config, step_groups=plan.groups)
-      per_device = plan.order.reshape(shards, -1)
-      layout, start = [], 0
-      for count, budget in plan.groups:
-        layout.append((per_device[:, start:start + count].reshape(-1), budget))
-        start += count
-    if strategy == 'sequential':
-      self.padding_waste = 0.0  # padding steps are skipped, not computed
-    elif user_groups:
-      self.padding_waste = None  # the user's groups need not follow the sorted order
-    else:
-      by_budget = cohort._loop_kind(config) == 'scan'
-      self.padding_waste = _computed_waste(steps, layout, shards, by_budget)
-    return layout, config
-
-  def _next_packed(self, state, parts) -> LearningProcessOutput:
-    """Runs a round on packed blocks (one :class:`PackedCohort` per step group, or one for the
-    whole cohort) under the execution config in force."""
-    if isinstance(parts, PackedCohort):
-      parts = (parts,)
-    # Blocks of a split cohort each hold a multiple of the mesh size, so `place_cohort` pads only
-    # a single block (a cohort that does not divide evenly over the devices).
+  def _next_packed(self, runtime, layout, state, parts) -> LearningProcessOutput:
+    """Runs a round on packed blocks (one :class:`PackedCohort` per block of ``layout``)."""
+    # Blocks of a split cohort each hold a multiple of the mesh size, so `place` pads only a
+    # single block (a cohort that does not divide evenly over the devices); a lane layout's
+    # positions are that same multiple.
+    positions = runtime.positions(layout)
     batches = tuple(part.batches for part in parts)
     mask = tuple(part.mask for part in parts)
+    if positions is not None:  # a lane layout packs the cohort as one block
+      batches, mask = (_pad_clients(batches[0], positions),), (_pad_clients(mask[0], positions),)
+    lanes = runtime.lane_arrays(layout)
     if not self.stateful_clients:
-      (batches, mask), state = cohort.place_cohort((batches, mask), state)
-      new_state, metrics = self._run(state, batches, mask)
+      (batches, mask, lanes), state = runtime.place((batches, mask, lanes), state)
+      new_state, metrics = self._run(runtime, layout, state, batches, mask, lanes)
       return LearningProcessOutput(new_state, metrics)
 
     ids = sum((part.client_ids for part in parts), ())
     store = state.client_work.clients
     on_device = state._replace(client_work=StatefulClientWorkState(state.client_work.server, None))
-    per_client, on_device = cohort.place_cohort((batches, mask, store.gather(ids)), on_device)
-    new_state, metrics, cohort_states = self._run(on_device, *per_client)
-    cohort_states = jax.tree.map(lambda x: x[: len(ids)], cohort_states)  # drop mesh padding
+    gathered = store.gather(ids)
+    if positions is not None:
+      gathered = _pad_clients(gathered, positions)
+    per_client, on_device = runtime.place((batches, mask, lanes, gathered), on_device)
+    new_state, metrics, cohort_states = self._run(runtime, layout, on_device, *per_client)
+    cohort_states = jax.tree.map(lambda x: x[: len(ids)], cohort_states)  # drop padding clients
     new_store = store.update(ids, cohort_states)
     client_work = StatefulClientWorkState(new_state.client_work.server, new_store)
     return LearningProcessOutput(new_state._replace(client_work=client_work), metrics)
 
-  def _run(self, state, batches, mask, *client_states):
-    """Runs the round compiled for these inputs' shapes under the execution config in force.
+  def _run(self, runtime, layout, state, batches, mask, lanes, *client_states):
+    """Runs the round compiled (by ``runtime``, cached there) for ``layout`` and these inputs.
 
     ``batches`` and ``mask`` are tuples of blocks; inside the compiled program they are joined
-    into the ``[clients, steps, ...]`` arrays the round function takes (:func:`_join_blocks`).
-    Compiled ahead of time once per (config, shapes), so the engine can check that it fits in
-    memory before it runs (:func:`fedjax_like.core.cohort.compile_within_memory`). Each config
-    gets a fresh trace: the engine reads the config while tracing.
+    into the ``[clients, steps, ...]`` arrays of a :class:`~fedjax_like.core.engine.CohortData`
+    that carries the layout's plan (:func:`_join_blocks`, ``runtime.cohort_data``).
     """
-    config = cohort.current_config()
-    args = (state, batches, mask, *client_states)
-    shapes = jax.tree.map(
-        lambda x: (np.shape(x), np.dtype(x.dtype), getattr(x, 'sharding', None)), args
-    )
-    key = (config, jax.tree.structure(shapes), tuple(jax.tree.leaves(shapes)))
-    compiled = self._compiled.get(key)
-    if compiled is None:
-      m = cohort.mesh(config)
-      shards = m.size if m is not None else 1
+    shards = runtime.num_shards
 
-      def compile_with(cfg):
-        def round_from_blocks(state, batches, mask, *rest):  # a fresh function: a fresh trace
-          return self._round_fn(
-              state, _join_blocks(batches, shards), _join_blocks(mask, shards), *rest
-          )
+    def round_from_blocks(engine, state, batches, mask, lanes, *rest):
+      data = runtime.cohort_data(
+          _join_blocks(batches, shards), _join_blocks(mask, shards), layout, lanes
+      )
+      return self._round_fn(engine, state, data, *rest)
 
-        with cohort.using(cfg):
-          return jax.jit(round_from_blocks).lower(*args).compile()
-
-      num_clients = sum(block.shape[0] for block in mask)  # each [clients, steps, batch]
-      compiled = cohort.compile_within_memory(compile_with, num_clients, config)
-      self._compiled[key] = compiled
+    args = (state, batches, mask, lanes, *client_states)
+    lane_shape = None if layout.lanes is None else layout.lanes.shape
+    key = (self, layout.step_groups, lane_shape)
+    num_clients = sum(block.shape[0] for block in mask)  # each [clients, steps, batch]
+    compiled = runtime.compile(round_from_blocks, args, key, num_clients, self.stacked_by)
     self._last_compiled = compiled
     return compiled(*args)
 

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fedjax_like.core import cohort, tree
+from fedjax_like.core import tree
 
 PyTree = Any
 Array = jax.Array
@@ -104,7 +104,7 @@ class Model:
       ``(mean_loss, sums)`` with ``sums = {'loss': .., <metric>: .., 'num_examples': ..}``.
     """
     x, y = split_batch(batch)
-    outputs = cohort.lower_forward(lambda w, xb: self.apply_fn(w, xb, rng, True))(weights, x)
+    outputs = self.apply_fn(weights, x, rng, True)
     mask_f = mask.astype(jnp.float32)
     count = jnp.sum(mask_f)
     per_example = self.loss_fn(outputs, y)
@@ -114,7 +114,7 @@ class Model:
   def eval_sums(self, weights: ModelWeights, batch: PyTree, mask: Array) -> dict[str, Array]:
     """Metric sums of a batch evaluated with ``weights`` (inference mode)."""
     x, y = split_batch(batch)
-    outputs = cohort.lower_forward(lambda w, xb: self.apply_fn(w, xb, None, False))(weights, x)
+    outputs = self.apply_fn(weights, x, None, False)
     return self._sums(outputs, y, self.loss_fn(outputs, y), mask.astype(jnp.float32))
 
   def _sums(self, outputs, y, per_example_loss, mask_f) -> dict[str, Array]:

@@ -87,7 +87,7 @@ class Program:
         lambda shared, client_input, carry: loop.finish(shared, carry),
         (shared, client_input),
         (shared_axis, input_axis),
-        tuple(data),
+        data if hasattr(data, 'mask') else tuple(data),  # a CohortData keeps its plan
     )
 
   def then(self, fn: Callable[[PyTree], PyTree]) -> Program:

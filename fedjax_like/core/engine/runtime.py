@@ -183,16 +183,35 @@ class Runtime:
       waste = _computed_waste(steps, blocks, shards, self.config.loop_kind == 'scan')
     return CohortLayout(blocks, groups.groups, None, waste)
 
-  def cohort_data(self, batches, mask, layout: CohortLayout) -> CohortData:
-    """The joined blocks as the :class:`CohortData` the engine steps over (traced)."""
-    lanes = None
+  def cohort_data(self, batches, mask, layout: CohortLayout, lanes=None) -> CohortData:
+    """The packed cohort as the :class:`CohortData` the engine steps over (traced).
+
+    Args:
+      batches: leaves ``[clients, steps, batch_size, ...]``, in the layout's order.
+      mask: bool ``[clients, steps, batch_size]``.
+      layout: the round's :class:`CohortLayout`.
+      lanes: under lanes, the layout's ``(lane, start, rank)`` int32 ``[clients]`` arrays passed
+        as arguments of the compiled round (so a new cohort of the same lane shape reuses it);
+        :meth:`lane_arrays` gives them.
+    """
     if layout.lanes is not None:
-      lanes = layout.lanes
-      arrays = tuple(jnp.asarray(a) for a in (lanes.lane, lanes.start, lanes.rank))
-      n = jax.tree.leaves(mask)[0].shape[0]
-      arrays = tuple(a[:n] if a.shape[0] >= n else a for a in arrays)
-      return CohortData(batches, mask, arrays, lane_shape=lanes.shape)
-    return CohortData(batches, mask, lanes, step_groups=layout.step_groups)
+      if lanes is None:
+        raise ValueError('A cohort laid out in lanes needs its lane arrays (Runtime.lane_arrays).')
+      return CohortData(batches, mask, tuple(lanes), lane_shape=layout.lanes.shape)
+    return CohortData(batches, mask, None, step_groups=layout.step_groups)
+
+  @staticmethod
+  def lane_arrays(layout: CohortLayout) -> tuple:
+    """``(lane, start, rank)`` int32 ``[positions]`` of a lane layout, else ``()``."""
+    if layout.lanes is None:
+      return ()
+    return tuple(np.asarray(a, np.int32) for a in (layout.lanes.lane, layout.lanes.start,
+                                                    layout.lanes.rank))
+
+  @staticmethod
+  def positions(layout: CohortLayout) -> int | None:
+    """The clients (padding included) a lane layout runs, else None (the cohort's own size)."""
+    return None if layout.lanes is None else int(layout.lanes.lane.shape[0])
 
   # ----- placement and compilation ------------------------------------------------------------
 

@@ -53,6 +53,8 @@ def build_fed_avg(
     proximal_strength: float = 0.0,
     seed: int = 0,
     name: str = 'fed_avg',
+    *,
+    runtime=None,
 ) -> LearningProcess:
   """FedAvg composed from the four parts (the builders below fix ``client_weighting``)."""
   check_model(model)
@@ -68,6 +70,7 @@ def build_fed_avg(
       default_aggregator(model_aggregator, client_weighting),
       build_apply_optimizer_finalizer(server, weights, server_learning_rate_fn),
       name=name,
+      runtime=runtime,
   )
 
 
@@ -81,6 +84,8 @@ def build_weighted_fed_avg(
     client_learning_rate_fn: Callable | None = None,
     server_learning_rate_fn: Callable | None = None,
     seed: int = 0,
+    *,
+    runtime=None,
 ) -> LearningProcess:
   """FedAvg with client updates weighted by example count (or ``client_weighting``).
 
@@ -98,6 +103,8 @@ def build_weighted_fed_avg(
     client_learning_rate_fn: optional ``round_num -> client learning rate``.
     server_learning_rate_fn: optional ``round_num -> server learning rate``.
     seed: seeds the initial weights and per-round client keys.
+    runtime: the :class:`~fedjax_like.core.engine.Runtime` that runs its rounds (default: the
+      runtime in force when ``next`` is called, ``Runtime('auto')`` unless inside ``execution``).
 
   Returns:
     A :class:`~fedjax_like.learning.process.LearningProcess`.
@@ -105,7 +112,7 @@ def build_weighted_fed_avg(
   return build_fed_avg(
       model, client_optimizer_fn, server_optimizer_fn, client_weighting, model_distributor,
       model_aggregator, client_learning_rate_fn, server_learning_rate_fn, seed=seed,
-      name='weighted_fed_avg',
+      name='weighted_fed_avg', runtime=runtime,
   )
 
 
@@ -118,11 +125,13 @@ def build_unweighted_fed_avg(
     client_learning_rate_fn: Callable | None = None,
     server_learning_rate_fn: Callable | None = None,
     seed: int = 0,
+    *,
+    runtime=None,
 ) -> LearningProcess:
   """FedAvg with every client's update weighted equally (``p_i = 1``; aggregator default
   ``aggregators.UnweightedMeanFactory()``). Arguments as :func:`build_weighted_fed_avg`."""
   return build_fed_avg(
       model, client_optimizer_fn, server_optimizer_fn, ClientWeighting.UNIFORM, model_distributor,
       model_aggregator, client_learning_rate_fn, server_learning_rate_fn, seed=seed,
-      name='unweighted_fed_avg',
+      name='unweighted_fed_avg', runtime=runtime,
   )

@@ -66,7 +66,7 @@ def build_eval_client_work(model: Model) -> ClientWorkProcess:
   return build_client_work(model, model.zero_sums, prepare, loop, report, name='evaluation')
 
 
-def build_fed_eval(model: Model, model_distributor=None) -> LearningProcess:
+def build_fed_eval(model: Model, model_distributor=None, *, runtime=None) -> LearningProcess:
   """A process evaluating ``state.global_model_weights`` on each cohort passed to ``next``.
 
   Args:
@@ -88,4 +88,5 @@ def build_fed_eval(model: Model, model_distributor=None) -> LearningProcess:
       MeanFactory(),
       build_identity_finalizer(weights),
       name='fed_eval',
+      runtime=runtime,
   )

@@ -102,6 +102,8 @@ def build_fed_opt(
     client_learning_rate_fn: Callable | None = None,
     server_learning_rate_fn: Callable | None = None,
     seed: int = 0,
+    *,
+    runtime=None,
 ) -> LearningProcess:
   """FedAvg's clients with Reddi et al.'s adaptive server optimizer ``variant``.
 
@@ -116,7 +118,7 @@ def build_fed_opt(
   return build_fed_avg(
       model, client_optimizer_fn, server_optimizer, client_weighting, model_distributor,
       model_aggregator, client_learning_rate_fn, server_learning_rate_fn, seed=seed,
-      name=f'fed_{variant}',
+      name=f'fed_{variant}', runtime=runtime,
   )
 
 

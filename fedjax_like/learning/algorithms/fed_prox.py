@@ -44,6 +44,8 @@ def build_weighted_fed_prox(
     client_learning_rate_fn: Callable | None = None,
     server_learning_rate_fn: Callable | None = None,
     seed: int = 0,
+    *,
+    runtime=None,
 ) -> LearningProcess:
   """FedProx with proximal strength ``mu``, updates weighted by example count.
 
@@ -55,6 +57,7 @@ def build_weighted_fed_prox(
       model, client_optimizer_fn, server_optimizer_fn, client_weighting, model_distributor,
       model_aggregator, client_learning_rate_fn, server_learning_rate_fn,
       proximal_strength=float(proximal_strength), seed=seed, name='weighted_fed_prox',
+      runtime=runtime,
   )
 
 
@@ -68,6 +71,8 @@ def build_unweighted_fed_prox(
     client_learning_rate_fn: Callable | None = None,
     server_learning_rate_fn: Callable | None = None,
     seed: int = 0,
+    *,
+    runtime=None,
 ) -> LearningProcess:
   """FedProx with every client weighted equally."""
   _check_strength(proximal_strength)
@@ -75,4 +80,5 @@ def build_unweighted_fed_prox(
       model, client_optimizer_fn, server_optimizer_fn, ClientWeighting.UNIFORM, model_distributor,
       model_aggregator, client_learning_rate_fn, server_learning_rate_fn,
       proximal_strength=float(proximal_strength), seed=seed, name='unweighted_fed_prox',
+      runtime=runtime,
   )

@@ -93,6 +93,8 @@ def build_fed_sgd(
     model_aggregator=None,
     server_learning_rate_fn: Callable | None = None,
     seed: int = 0,
+    *,
+    runtime=None,
 ) -> LearningProcess:
   """FedSGD.
 
@@ -116,4 +118,5 @@ def build_fed_sgd(
       default_aggregator(model_aggregator, client_weighting),
       build_apply_optimizer_finalizer(server, weights, server_learning_rate_fn),
       name='fed_sgd',
+      runtime=runtime,
   )

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 
 from fedjax_like.aggregators.mean import MeanFactory
 from fedjax_like.core import tree
+from fedjax_like.core.engine import ClientLoop
 from fedjax_like.learning import optimizers
 from fedjax_like.learning.algorithms._common import (
     check_model,
@@ -58,9 +59,12 @@ from fedjax_like.learning.templates.model_delta_client_work import (
     next_round,
 )
 from fedjax_like.learning.templates.training import (
-    full_batch_gradient,
-    local_training,
+    gradient_step,
+    mean_gradient,
+    start_gradient,
+    start_training,
     train_metrics,
+    training_step,
     with_fixed_state,
 )
 from fedjax_like.models.model import Model
@@ -106,19 +110,33 @@ def build_mime_lite_client_work(
     prepared = (state.optimizer_state, form.prepare(state.full_gradient_aggregator))
     return prepared, client_keys(state.training, num_clients)
 
-  def work(prepared, key, weights, data, client_state):
-    del client_state
-    optimizer_state, gradient_prepared = prepared
-    batches, mask = data
-    gradient_rng, training_rng = jax.random.split(jax.random.wrap_key_data(key))
-    full_gradient, _ = full_batch_gradient(model, weights, batches, mask, gradient_rng)
-    trained = local_training(
-        model, with_fixed_state(optimizer, optimizer_state), weights, batches, mask, training_rng
+  def make_optimizer(optimizer_state):
+    return with_fixed_state(optimizer, optimizer_state)
+
+  train_step, grad_step = training_step(model, make_optimizer), gradient_step(model)
+
+  def init(shared, client):
+    ((optimizer_state, _), weights), (key, _) = shared, client
+    gradient_rng, training_rng = jax.random.key_data(
+        jax.random.split(jax.random.wrap_key_data(key))
     )
-    update = tree.sub(weights.trainable, trained.trainable)
-    weight = client_weight(client_weighting, trained.num_examples)
-    gradient_summand = form.work(gradient_prepared, full_gradient, weight)
-    return ClientOutput(ClientResult(update, weight), (trained.metric_sums, gradient_summand))
+    return (
+        start_training(model, make_optimizer, weights, training_rng, optimizer_state),
+        start_gradient(model, weights, gradient_rng),
+    )
+
+  def step(carry, batch, mask):
+    # One pass over the client's data: a local step at y_i and the gradient at x, per batch.
+    training, gradient = carry
+    return train_step(training, batch, mask), grad_step(gradient, batch, mask)
+
+  def finish(shared, carry):
+    (_, gradient_prepared), _ = shared
+    training, gradient = carry
+    update = tree.sub(training.weights.trainable, training.params)
+    weight = client_weight(client_weighting, training.sums['num_examples'])
+    gradient_summand = form.work(gradient_prepared, mean_gradient(gradient), weight)
+    return ClientOutput(ClientResult(update, weight), (training.sums, gradient_summand))
 
   def report(state: MimeLiteState, summed):
     metric_sums, gradient_summed = summed
@@ -127,7 +145,8 @@ def build_mime_lite_client_work(
     new_state = MimeLiteState(next_round(state.training), optimizer_state, gradient_out.state)
     return new_state, {'train': train_metrics(model, metric_sums)}
 
-  return build_client_work(model, initialize, prepare, work, report, name='mime_lite')
+  loop = ClientLoop(init, step, finish)
+  return build_client_work(model, initialize, prepare, loop, report, name='mime_lite')
 
 
 def _server_optimizer(server_optimizer, server_optimizer_fn):
@@ -147,6 +166,7 @@ def build_weighted_mime_lite(
     seed: int = 0,
     *,
     server_optimizer_fn=None,
+    runtime=None,
 ) -> LearningProcess:
   """MimeLite with updates and full gradients weighted by example count.
 
@@ -175,6 +195,7 @@ def build_weighted_mime_lite(
       default_aggregator(model_aggregator, client_weighting),
       build_apply_optimizer_finalizer(server, weights),
       name='mime_lite',
+      runtime=runtime,
   )
 
 
@@ -188,10 +209,11 @@ def build_unweighted_mime_lite(
     seed: int = 0,
     *,
     server_optimizer_fn=None,
+    runtime=None,
 ) -> LearningProcess:
   """MimeLite with every client weighted equally (arguments as ``build_weighted_mime_lite``)."""
   server_optimizer = _server_optimizer(server_optimizer, server_optimizer_fn)
   return build_weighted_mime_lite(
       model, base_optimizer, server_optimizer, ClientWeighting.UNIFORM, model_distributor,
-      model_aggregator, full_gradient_aggregator, seed,
+      model_aggregator, full_gradient_aggregator, seed, runtime=runtime,
   )

@@ -10,7 +10,8 @@ For global weights ``w`` and client ``i`` with a train split ``T_i`` and a test 
 
 Returned as the cohort's metrics (sums over clients and examples divided once, like federated
 evaluation) and per client (``[num_clients]`` arrays, in cohort order, with the client ids). It runs
-as one ``federated_map`` through the cohort engine; only metric sums are materialized per client.
+as client loops through the engine (baseline and personalized evaluation over the test split,
+fine-tuning over the cycled train split); only metric sums are materialized per client.
 """
 
 from __future__ import annotations
@@ -29,14 +30,21 @@ from fedjax_like.core import (
     federated_broadcast,
     federated_map,
     federated_value,
+    federated_zip,
 )
+from fedjax_like.core.engine import ClientLoop
 from fedjax_like.data.dataset import BatchedDataset
 from fedjax_like.data.packing import PackedCohort
 from fedjax_like.learning import optimizers
 from fedjax_like.learning.algorithms._common import check_model
 from fedjax_like.learning.process import packed_cohort
 from fedjax_like.learning.templates.client_works import sum_stored
-from fedjax_like.learning.templates.training import eval_sums, local_training
+from fedjax_like.learning.templates.training import (
+    EvalCarry,
+    eval_step,
+    start_training,
+    training_step,
+)
 from fedjax_like.models.model import Model, ModelWeights
 
 PyTree = Any
@@ -50,6 +58,30 @@ def _cycled(batches: PyTree, mask: jax.Array, num_steps: int) -> tuple[PyTree, j
   return jax.tree.map(lambda b: b[index], batches), mask[index]
 
 
+def _eval_loop(model: Model) -> ClientLoop:
+  """Metric sums of weights on a client's data; the weights come per client (``client_input``)
+  or broadcast (``shared``), whichever is not ``()``."""
+
+  def init(shared, client_input):
+    weights = client_input if jax.tree.leaves(client_input) else shared
+    return EvalCarry(weights, model.zero_sums())
+
+  return ClientLoop(init, eval_step(model), lambda shared, carry: carry.sums)
+
+
+def _finetune_loop(model: Model, optimizer) -> ClientLoop:
+  """Local training from the broadcast weights; its output is the client's tuned weights."""
+  make_optimizer = lambda context: optimizer  # noqa: E731
+
+  def init(weights, key):
+    return start_training(model, make_optimizer, weights, key)
+
+  def finish(weights, carry):
+    return weights._replace(trainable=carry.params)
+
+  return ClientLoop(init, training_step(model, make_optimizer), finish)
+
+
 class PersonalizationEval:
   """``evaluate(weights, train_data, test_data) -> metrics``; see build_personalization_eval."""
 
@@ -57,21 +89,20 @@ class PersonalizationEval:
     self.model = model
     self.num_finetune_steps = num_finetune_steps
     base_key = jax.random.key(seed)
-
-    def per_client(weights: ModelWeights, client):
-      train_batches, train_mask, test_batches, test_mask, key = client
-      baseline = eval_sums(model, weights, test_batches, test_mask)
-      batches, mask = _cycled(train_batches, train_mask, num_finetune_steps)
-      rng = jax.random.wrap_key_data(key)
-      tuned = local_training(model, optimizer, weights, batches, mask, rng).trainable
-      personalized = eval_sums(model, weights._replace(trainable=tuned), test_batches, test_mask)
-      return baseline, personalized
+    evaluate, finetune = _eval_loop(model), _finetune_loop(model, optimizer)
 
     def run(weights, train_batches, train_mask, test_batches, test_mask):
-      keys = jax.random.key_data(jax.random.split(base_key, train_mask.shape[0]))
-      clients = FederatedValue((train_batches, train_mask, test_batches, test_mask, keys), CLIENTS)
+      n = train_mask.shape[0]
+      keys = jax.random.key_data(jax.random.split(base_key, n))
+      cycled = jax.vmap(lambda b, m: _cycled(b, m, num_finetune_steps))(train_batches, train_mask)
+      none = federated_value((), CLIENTS)
       at_clients = federated_broadcast(federated_value(weights, SERVER))
-      per_client_sums = federated_map(per_client, (at_clients, clients)).value
+      test = FederatedValue((test_batches, test_mask), CLIENTS)
+      baseline = federated_map(evaluate, (at_clients, none, test))
+      tuned = federated_map(finetune, (at_clients, FederatedValue(keys, CLIENTS),
+                                       FederatedValue(cycled, CLIENTS)))
+      personalized = federated_map(evaluate, (none, tuned, test))
+      per_client_sums = federated_zip((baseline, personalized)).value
       return per_client_sums, sum_stored(per_client_sums)
 
     self._run = jax.jit(run)

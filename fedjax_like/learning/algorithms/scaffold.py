@@ -154,6 +154,8 @@ def build_scaffold(
     model_aggregator=None,
     client_learning_rate_fn: Callable | None = None,
     seed: int = 0,
+    *,
+    runtime=None,
 ) -> LearningProcess:
   """SCAFFOLD with option II control variates.
 
@@ -188,4 +190,5 @@ def build_scaffold(
       default_aggregator(model_aggregator, client_weighting),
       build_apply_optimizer_finalizer(server, weights),
       name='scaffold',
+      runtime=runtime,
   )

@@ -55,7 +55,11 @@ from fedjax_like.core import (
 )
 from fedjax_like.learning.client_states import ClientStates, StatefulClientWorkState
 from fedjax_like.learning.process import LearningAlgorithmState, LearningProcess
-from fedjax_like.learning.templates.client_works import ClientWorkProcess, sum_stored
+from fedjax_like.learning.templates.client_works import (
+    ClientWorkProcess,
+    client_outputs,
+    sum_stored,
+)
 from fedjax_like.learning.templates.distributors import DistributionProcess
 from fedjax_like.learning.templates.finalizers import FinalizerProcess
 from fedjax_like.models.model import ModelWeights
@@ -130,6 +134,7 @@ def compose_learning_process(
     model_finalizer: FinalizerProcess,
     *,
     name: str = 'composed_learning_process',
+    runtime=None,
 ) -> LearningProcess:
   """Composes the four parts into a :class:`~fedjax_like.learning.process.LearningProcess`.
 
@@ -141,6 +146,8 @@ def compose_learning_process(
       (``aggregators.MeanFactory()``), created here for the client work's update type.
     model_finalizer: a :class:`FinalizerProcess`.
     name: the process's name.
+    runtime: the :class:`~fedjax_like.core.engine.Runtime` that runs its rounds (default: the
+      runtime in force when ``next`` is called).
 
   Raises:
     TypeError: when the parts do not fit, naming both parts and both types.
@@ -179,51 +186,37 @@ def compose_learning_process(
     weight = weight if aggregator.is_weighted else None
     return aggregator.next(state, update, weight)
 
-  def clients_fused(state, weights_at_clients, batches, mask, real):
-    prepared, client_inputs = cw_form.prepare(state.client_work, mask.shape[0])
-    agg_prepared = agg_form.prepare(state.aggregator)
+  def clients_fused(state, weights_at_clients, data):
+    prepared, client_inputs = cw_form.prepare(state.client_work, data.num_clients)
+    outputs = client_outputs(cw_form, prepared, weights_at_clients, client_inputs, (), data)
+    agg_prepared = federated_broadcast(federated_value(agg_form.prepare(state.aggregator), SERVER))
 
-    def per_client(weights, cw_prepared, agg_prepared, data):
-      client_batches, client_mask, client_input = data
-      out = cw_form.work(cw_prepared, client_input, weights, (client_batches, client_mask), ())
+    def per_client(out, agg_prepared):
       weight = out.result.update_weight if aggregator.is_weighted else None
       return agg_form.work(agg_prepared, out.result.update, weight), out.summands
 
-    summands = federated_map(
-        per_client,
-        (
-            weights_at_clients,
-            federated_broadcast(federated_value(prepared, SERVER)),
-            federated_broadcast(federated_value(agg_prepared, SERVER)),
-            FederatedValue((batches, mask, client_inputs), CLIENTS, mask=real),
-        ),
-    )
-    agg_summed, cw_summed = federated_sum(summands).value
+    # One program: the client's loop, then the aggregator's work on its update, summed at once.
+    agg_summed, cw_summed = federated_sum(federated_map(per_client, (outputs, agg_prepared))).value
     cw_state, cw_measurements = cw_form.report(state.client_work, cw_summed)
     agg_out = agg_form.report(state.aggregator, agg_summed)
     update = federated_value(agg_out.result, SERVER)
     return cw_state, cw_measurements, agg_out._replace(result=update), None
 
-  def clients_materialized(state, weights_at_clients, batches, mask, client_states, real):
+  def clients_materialized(state, weights_at_clients, data, client_states):
     cw_state = state.client_work.server if stateful else state.client_work
+    real = data.mask
     if cw_form is None:
-      data = FederatedValue((batches, mask), CLIENTS, mask=real)
       out = client_work.next(cw_state, weights_at_clients, data)
       results, cw_state, measurements, new_states = out.result, out.state, out.measurements, None
       update, weight = results[0], results[1]
     else:
-      prepared, client_inputs = cw_form.prepare(cw_state, mask.shape[0])
-      outputs = federated_map(
-          lambda w, p, d: cw_form.work(p, d[2], w, (d[0], d[1]), d[3]),
-          (
-              weights_at_clients,
-              federated_broadcast(federated_value(prepared, SERVER)),
-              FederatedValue((batches, mask, client_inputs, client_states), CLIENTS, mask=real),
-          ),
+      prepared, client_inputs = cw_form.prepare(cw_state, data.num_clients)
+      outputs = client_outputs(
+          cw_form, prepared, weights_at_clients, client_inputs, client_states, data
       ).value
       cw_state, measurements = cw_form.report(cw_state, sum_stored(outputs.summands, real))
-      update = FederatedValue(outputs.result.update, CLIENTS, mask=real)
-      weight = FederatedValue(outputs.result.update_weight, CLIENTS, mask=real)
+      update = FederatedValue(outputs.result.update, CLIENTS, mask=real, engine=data.engine)
+      weight = FederatedValue(outputs.result.update_weight, CLIENTS, mask=real, engine=data.engine)
       new_states = outputs.client_state if stateful else None
     if stateful:
       cw_state = StatefulClientWorkState(cw_state, None)
@@ -235,17 +228,17 @@ def compose_learning_process(
   def round_computation(server_state, client_data):
     """One round: distributor -> client work -> aggregator -> finalizer, typed by placement."""
     state = server_state.value
-    batches, mask, *rest = client_data.value
-    real = client_data.mask  # False for padding clients (e.g. added to fill a device mesh)
+    cohort_data, *rest = client_data.value
+    # The clients' (batches, mask) as the engine steps over them; client_data.mask is False for
+    # padding clients (e.g. added to fill a device mesh).
+    data = FederatedValue(cohort_data, CLIENTS, mask=client_data.mask, engine=client_data.engine)
     weights_at_server = federated_value(state.global_model_weights, SERVER)
     dist_out = distributor.next(state.distributor, weights_at_server)
     if fused:
-      cw_state, cw_measurements, agg_out, new_states = clients_fused(
-          state, dist_out.result, batches, mask, real
-      )
+      cw_state, cw_measurements, agg_out, new_states = clients_fused(state, dist_out.result, data)
     else:
       cw_state, cw_measurements, agg_out, new_states = clients_materialized(
-          state, dist_out.result, batches, mask, rest[0] if stateful else (), real
+          state, dist_out.result, data, rest[0] if stateful else ()
       )
     fin_out = finalizer.next(state.finalizer, weights_at_server, agg_out.result)
     new_state = LearningAlgorithmState(
@@ -265,11 +258,12 @@ def compose_learning_process(
       return new_state, metrics, FederatedValue(new_states, CLIENTS)
     return new_state, metrics
 
-  def round_fn(state: LearningAlgorithmState, batches, mask, *client_states):
+  def round_fn(engine, state: LearningAlgorithmState, data, *client_states):
     # Clients without a single example are padding (validation rejects empty real clients): they
     # are masked out of every reduction, so padding a cohort to fill devices changes nothing.
+    mask = data[1]
     real = jnp.any(mask, axis=tuple(range(1, mask.ndim)))
-    return round_computation(state, (batches, mask, *client_states), client_mask=real)
+    return round_computation(state, (data, *client_states), client_mask=real, engine=engine)
 
   return LearningProcess(
       client_work.model,
@@ -278,4 +272,6 @@ def compose_learning_process(
       name=name,
       stateful_clients=stateful,
       round_computation=round_computation,
+      runtime=runtime,
+      stacked_by=() if aggregator.map_reduce is not None else (_part('aggregator', aggregator),),
   )
