@@ -16,6 +16,7 @@ from fedjax_like.core import (
     federated_mean,
     federated_value,
 )
+from fedjax_like.core.engine import Runtime
 from fedjax_like.data import pack_cohort
 from fedjax_like.learning import templates
 
@@ -138,8 +139,10 @@ def jaxpr_shapes(jaxpr):
 
 def round_shapes(process, data):
   state = process.initialize()
-  with cohort.execution('sequential'):
-    closed = jax.make_jaxpr(process._round_fn)(state, data.batches, data.mask)
+  engine = Runtime('sequential').engine
+  closed = jax.make_jaxpr(lambda s, b, m: process._round_fn(engine, s, (b, m)))(
+      state, data.batches, data.mask
+  )
   return set(jaxpr_shapes(closed.jaxpr))
 
 

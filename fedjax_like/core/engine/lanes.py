@@ -22,6 +22,7 @@ compiled program.
 
 from __future__ import annotations
 
+import collections.abc
 from typing import Any
 
 import jax
@@ -33,7 +34,7 @@ PyTree = Any
 
 
 @jax.tree_util.register_pytree_node_class
-class CohortData:
+class CohortData(collections.abc.Sequence):
   """A packed cohort as the engine steps over it; its plan travels with it.
 
   Attributes:
@@ -45,7 +46,7 @@ class CohortData:
       step groups (static: part of the compile key); else None.
     lane_shape: ``(lanes, length, slots)`` per device with ``lanes`` (static); else None.
 
-  Indexing (``data[0]``, ``data[1]``) and unpacking give ``batches`` and ``mask``.
+  A sequence of two, ``(batches, mask)``: indexing, unpacking and printed types show those.
   """
 
   def __init__(self, batches, mask, lanes=None, step_groups=None, lane_shape=None):

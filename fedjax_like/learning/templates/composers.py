@@ -228,7 +228,10 @@ def compose_learning_process(
   def round_computation(server_state, client_data):
     """One round: distributor -> client work -> aggregator -> finalizer, typed by placement."""
     state = server_state.value
-    cohort_data, *rest = client_data.value
+    if stateful:
+      cohort_data, client_states = client_data.value
+    else:
+      cohort_data, client_states = client_data.value, ()
     # The clients' (batches, mask) as the engine steps over them; client_data.mask is False for
     # padding clients (e.g. added to fill a device mesh).
     data = FederatedValue(cohort_data, CLIENTS, mask=client_data.mask, engine=client_data.engine)
@@ -238,7 +241,7 @@ def compose_learning_process(
       cw_state, cw_measurements, agg_out, new_states = clients_fused(state, dist_out.result, data)
     else:
       cw_state, cw_measurements, agg_out, new_states = clients_materialized(
-          state, dist_out.result, data, rest[0] if stateful else ()
+          state, dist_out.result, data, client_states
       )
     fin_out = finalizer.next(state.finalizer, weights_at_server, agg_out.result)
     new_state = LearningAlgorithmState(
@@ -263,7 +266,8 @@ def compose_learning_process(
     # are masked out of every reduction, so padding a cohort to fill devices changes nothing.
     mask = data[1]
     real = jnp.any(mask, axis=tuple(range(1, mask.ndim)))
-    return round_computation(state, (data, *client_states), client_mask=real, engine=engine)
+    client_data = (data, *client_states) if stateful else data
+    return round_computation(state, client_data, client_mask=real, engine=engine)
 
   return LearningProcess(
       client_work.model,
