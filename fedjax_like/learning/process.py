@@ -199,6 +199,7 @@ class LearningProcess:
     self.runtime = runtime  # None: the runtime in force when `next` is called
     self.stacked_by = tuple(stacked_by)  # parts that hold every client's value at once
     self._last_compiled = None  # the last round's compiled program (for memory analysis)
+    self._last_layout = None  # the last round's CohortLayout
     self.padding_waste = None  # masked / computed steps in the last round
     self.name = name
     self.stateful_clients = stateful_clients
@@ -251,6 +252,7 @@ class LearningProcess:
       steps = np.where(real, np.arange(1, real.shape[1] + 1), 0).max(axis=1, initial=0)
     runtime = self.runtime or default_runtime()
     layout = runtime.layout(steps)
+    self._last_layout = layout
     self.padding_waste = layout.padding_waste
     if isinstance(client_data, PackedCohort):
       parts = tuple(take_clients(client_data, rows, budget) for rows, budget in layout.blocks)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from jax import lax
 
-from fedjax_like.core import cohort, native
-from fedjax_like.core.lowering import im2col_convolutions, native_convolutions
+from fedjax_like.core.engine import ClientLoop, Engine, ExecutionConfig, Program, native
+from fedjax_like.core.engine.lowering import im2col_convolutions, native_convolutions
 
 RNG = np.random.default_rng(7)
 
@@ -171,11 +171,24 @@ def test_engine_uses_the_kernels_on_cpu_by_default():
       x, k, (1, 1), 'VALID', dimension_numbers=('NHWC', 'HWIO', 'NHWC')
   )
   x, w, _ = _data(2, 6, 6, 4, 16)
-  for mode, expect in (('auto', True), ('native', True), ('im2col', False)):
-    with cohort.execution(conv_lowering=mode):
-      lowered = cohort.lower_forward(conv)
-    assert ('fjl_conv2d_fwd' in str(jax.make_jaxpr(lowered)(x, w))) is expect, mode
-    np.testing.assert_allclose(lowered(x, w), conv(x, w), rtol=1e-5, atol=1e-5)
+  # A client loop whose step differentiates the convolution: the engine lowers the whole step.
+  loss = lambda k, xb: jnp.sum(conv(xb, k) ** 2)  # noqa: E731
+  loop = ClientLoop(
+      lambda shared, client_input: shared,
+      lambda k, batch, mask: k - 1e-3 * jax.grad(loss)(k, batch),
+      lambda shared, k: k,
+  )
+  batches = jnp.stack([x, x + 1.0])[None]  # [1 client, 2 steps, 2, 6, 6, 4]
+  mask = jnp.ones((1, 2, 2), bool)
+  program = Program.of_loop(loop, w, None, jnp.zeros((1,)), 0, (batches, mask))
+  expected = Engine(ExecutionConfig('sequential', conv_lowering='xla')).map(program)
+  for mode, native_fwd, native_dw in (('auto', True, True), ('native', True, True),
+                                      ('im2col', False, False)):
+    engine = Engine(ExecutionConfig('sequential', conv_lowering=mode))
+    text = str(jax.make_jaxpr(lambda: engine.map(program))())
+    assert ('fjl_conv2d_fwd' in text) is native_fwd, mode
+    assert ('fjl_conv2d_dw' in text) is native_dw, mode
+    np.testing.assert_allclose(engine.map(program), expected, rtol=1e-4, atol=1e-4)
 
 
 def test_a_bad_call_names_the_problem():
@@ -204,8 +217,8 @@ _FALLBACK = """
     import warnings
     import numpy as np, jax
     from jax import lax
-    from fedjax_like.core import native
-    from fedjax_like.core.lowering import native_convolutions
+    from fedjax_like.core.engine import native
+    from fedjax_like.core.engine.lowering import native_convolutions
     conv = lambda x, k: lax.conv_general_dilated(
         x, k, (1, 1), 'VALID', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
     x = np.random.default_rng(0).normal(size=(2, 6, 6, 4)).astype(np.float32)

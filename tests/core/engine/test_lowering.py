@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from jax import lax
 
-from fedjax_like.core import cohort
-from fedjax_like.core.lowering import has_convolution, im2col_convolutions
+from fedjax_like.core.engine import lowering
+from fedjax_like.core.engine.lowering import has_convolution, im2col_convolutions
 
 
 def numpy_conv_nhwc(x, k, strides, padding, dilation):
@@ -77,15 +77,31 @@ def test_grouped_convolution_is_left_to_xla():
   np.testing.assert_allclose(im2col_convolutions(conv)(X, k), conv(X, k), rtol=1e-6)
 
 
-def test_engine_lowers_on_cpu_only_when_asked():
+def test_lower_rewrites_only_when_asked():
   conv = lambda x, k: lax.conv(x, k, (1, 1), 'VALID')
   xn, kn = np.transpose(X, (0, 3, 1, 2)), np.transpose(K, (3, 2, 0, 1))
-  with cohort.execution(conv_lowering='xla'):
-    assert cohort.lower_forward(conv) is conv
-  with cohort.execution(conv_lowering='im2col'):
-    lowered = cohort.lower_forward(conv)
-    assert lowered is not conv
-    np.testing.assert_allclose(lowered(xn, kn), conv(xn, kn), rtol=1e-4, atol=1e-4)
+  assert lowering.lower(conv, 'xla') is conv
+  assert lowering.lower(None, 'im2col') is None
+  lowered = lowering.lower(conv, 'im2col')
+  assert lowered is not conv
+  assert 'conv_general_dilated' not in str(jax.make_jaxpr(lowered)(xn, kn))
+  np.testing.assert_allclose(lowered(xn, kn), conv(xn, kn), rtol=1e-4, atol=1e-4)
+
+
+def test_lowering_a_differentiated_step_rewrites_its_gradient_convolutions_too():
+  """The engine lowers a loop's whole ``step`` after differentiation: the kernel gradient (a
+  convolution whose window is larger than its output) and the input gradient are rewritten too,
+  and the gradients match XLA's."""
+  x = jnp.asarray(X)
+  k = jnp.asarray(K)
+  conv = lambda x, k: lax.conv_general_dilated(
+      x, k, (1, 1), 'VALID', dimension_numbers=('NHWC', 'HWIO', 'NHWC')
+  )
+  grad = jax.grad(lambda k, x: jnp.sum(jnp.tanh(conv(x, k))), argnums=(0, 1))
+  lowered = lowering.lower(grad, 'im2col')
+  assert 'conv_general_dilated' not in str(jax.make_jaxpr(lowered)(k, x))
+  for a, b in zip(lowered(k, x), grad(k, x)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 def numpy_max_pool_and_grad(x, window, upstream):
