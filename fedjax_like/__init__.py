@@ -6,13 +6,18 @@ Two layers, as in TensorFlow Federated:
   (:mod:`fedjax_like.models`), pick an algorithm (``build_weighted_fed_avg``), then ``initialize()`` and
   ``next(state, client_data)``;
 - the Federated Core (:mod:`fedjax_like.core`): placements and communication operators
-  (broadcast, map, sum, mean) over pure JAX functions, executed by one cohort engine.
+  (broadcast, map, sum, mean) over pure JAX functions, executed by one engine
+  (:mod:`fedjax_like.core.engine`); :class:`Runtime` says how (``fl.Runtime('vmap')``), and every
+  builder takes one (``build_weighted_fed_avg(..., runtime=...)``).
 
 Federated data lives in :mod:`fedjax_like.data` (``ClientData``, datasets, packing, sources).
 """
 
 from fedjax_like import aggregators, analytics, core, data, learning, models
+from fedjax_like.core.engine import Runtime
 
 __version__ = '0.1.0'
 
-__all__ = ['aggregators', 'analytics', 'core', 'data', 'learning', 'models', '__version__']
+__all__ = [
+    'Runtime', 'aggregators', 'analytics', 'core', 'data', 'learning', 'models', '__version__',
+]

@@ -10,6 +10,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from fedjax_like.core import cohort  # noqa: E402
+from fedjax_like.core.engine import Engine, Program  # noqa: E402
+from fedjax_like.core.engine.place import mesh  # noqa: E402
 
 assert jax.device_count() == 8, jax.devices()
 
@@ -23,16 +25,14 @@ shared = rng.normal(size=(4, 3)).astype(np.float32)
 xs = rng.normal(size=(13, 4)).astype(np.float32)  # 13 clients: not a multiple of 8
 ws = rng.uniform(size=13).astype(np.float32)
 expected_sum = sum(client_fn(shared, x, w)['out'] for x, w in zip(xs, ws))
-for strategy in ('vmap', 'sequential', 'chunked'):
+for strategy in ('vmap', 'sequential', 'chunked', 'lanes'):
   config = cohort.ExecutionConfig(strategy, chunk_size=2, shard=True)
-  assert cohort.mesh(config).size == 8
-  total = jax.jit(lambda s, x, w: cohort.sum_clients(client_fn, (s, x, w), (None, 0, 0), config))(
-      shared, xs, ws
-  )
+  assert mesh(config).size == 8
+  engine = Engine(config)
+  program = lambda s, x, w: Program.of_function(client_fn, (s, x, w), (None, 0, 0))  # noqa: E731
+  total = jax.jit(lambda s, x, w: engine.sum(program(s, x, w)))(shared, xs, ws)
   np.testing.assert_allclose(total['out'], expected_sum, rtol=1e-5, atol=1e-6)
-  stacked = jax.jit(lambda s, x, w: cohort.map_clients(client_fn, (s, x, w), (None, 0, 0), config))(
-      shared, xs, ws
-  )
+  stacked = jax.jit(lambda s, x, w: engine.map(program(s, x, w)))(shared, xs, ws)
   assert stacked['out'].shape == (13, 3)
   np.testing.assert_allclose(stacked['w'], ws)
 
@@ -67,19 +67,20 @@ builders = {
 }
 for name, build in builders.items():
   results = {}
-  for shard in (False, True):
-    with cohort.execution('auto', shard=shard):
+  for shard, strategy in ((False, 'auto'), (True, 'auto'), (True, 'lanes')):
+    with cohort.execution(strategy, shard=shard):
       process = build()
       state = process.initialize()
       for _ in range(3):
         state, metrics = process.next(state, clients)  # 11 clients: padded to 16 when sharded
-      results[shard] = (state.global_model_weights, metrics)
-  jax.tree.map(
-      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-      results[False],
-      results[True],
-  )
-  print(name, 'sharded == single device')
+      results[shard, strategy] = (state.global_model_weights, metrics)
+  for key in ((True, 'auto'), (True, 'lanes')):
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+        results[False, 'auto'],
+        results[key],
+    )
+  print(name, 'sharded (auto, lanes) == single device')
 # A ragged cohort that divides over the devices runs in step groups, packed in blocks (each block
 # dealt device-major); sharded still equals one device, and the groups really split the cohort.
 sizes = [int(n) for n in np.r_[np.full(8, 60), rng.integers(1, 9, 56)]]
@@ -89,19 +90,24 @@ ragged = [
     for i, n in enumerate(sizes)
 ]
 results = {}
-for shard in (False, True):
-  with cohort.execution('vmap', shard=shard):
+for shard, strategy in ((False, 'vmap'), (True, 'vmap'), (True, 'lanes'), (False, 'lanes')):
+  with cohort.execution(strategy, shard=shard):
     process = builders['weighted']()
     state = process.initialize()
     for _ in range(2):
       state, metrics = process.next(state, ragged)
-    assert process._plan is not None and len(process._plan.groups) > 1, process._plan
-    results[shard] = (state.global_model_weights, metrics)
-jax.tree.map(
-    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-    results[False],
-    results[True],
-)
+    layout = process._last_layout
+    if strategy == 'vmap':
+      assert layout.step_groups is not None and len(layout.step_groups) > 1, layout
+    else:
+      assert layout.lanes is not None and layout.padding_waste <= 0.10, layout
+    results[shard, strategy] = (state.global_model_weights, metrics)
+for key in ((True, 'vmap'), (True, 'lanes'), (False, 'lanes')):
+  jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+      results[False, 'vmap'],
+      results[key],
+  )
 print('ragged blocks: sharded == single device')
 
 
