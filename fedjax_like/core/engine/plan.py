@@ -140,6 +140,20 @@ LANE_WASTE_TARGET = 0.10
 _MAX_LANES = 256
 
 
+def _ladder(limit: int) -> list[int]:
+  """1..8, then four rungs an octave (10, 12, 14, 16, 20, ...) up to ``limit`` (included)."""
+  rungs, k = list(range(1, 9)), 8
+  while rungs[-1] < limit:
+    rungs.extend(k + k * j // 4 for j in range(1, 5))
+    k *= 2
+  return [r for r in rungs if r < limit] + [limit]
+
+
+def _on_ladder(n: int) -> int:
+  """The smallest rung of :func:`_ladder` at or above ``n``."""
+  return next(r for r in _ladder(max(n, 1)) if r >= n)
+
+
 def lane_length(num_steps: int) -> int:
   """The lane length rung holding ``num_steps``: exact up to 16, then multiples of 1/16th of the
   enclosing power of two (at most 6.25% over), so cohorts of similar size share one program."""
@@ -215,22 +229,25 @@ def plan_lanes(steps_per_client, num_shards: int = 1, max_lanes: int | None = No
   def attempt(num_lanes):
     packed = [_pack_lanes(s, num_lanes) for s in shards]
     length = lane_length(max(p[3] for p in packed))
-    slots = max(p[4] for p in packed)
+    slots = _on_ladder(max(p[4] for p in packed))
     waste = 1.0 - real / max(num_shards * num_lanes * length, 1)
     return packed, (num_lanes, length, slots), waste
 
-  # More lanes, more slack at the lanes' ends: search the largest count within the target.
-  lo, hi = 1, max(1, min(max_lanes or _MAX_LANES, per_device))
-  best = attempt(1)
+  # More lanes, more slack at the lanes' ends: search the largest count within the target, among
+  # lane counts on a ladder (and slots rounded up onto it), so that sampled cohorts of one size
+  # share a few compiled shapes.
+  counts = _ladder(max(1, min(max_lanes or _MAX_LANES, per_device)))
+  lo, hi = 0, len(counts) - 1
+  best = attempt(counts[0])
   while lo < hi:
     mid = (lo + hi + 1) // 2
-    candidate = attempt(mid)
+    candidate = attempt(counts[mid])
     if candidate[2] <= target:
       lo, best = mid, candidate
     else:
       hi = mid - 1
-  if best[1][0] != lo:
-    best = attempt(lo)
+  if best[1][0] != counts[lo]:
+    best = attempt(counts[lo])
   packed, shape, waste = best
   lane, start, rank = (np.concatenate([p[j] for p in packed]) for j in range(3))
   return LanePlan(order, shape, lane, start, rank, waste)
