@@ -182,7 +182,8 @@ def test_fed_avg_m_server_momentum_matches_reference():
 
 
 @pytest.mark.parametrize(
-    'strategy,chunk', [('sequential', None), ('chunked', 3), ('chunked', 1), ('vmap', None)]
+    'strategy,chunk',
+    [('sequential', None), ('chunked', 3), ('chunked', 1), ('vmap', None), ('lanes', None)],
 )
 def test_every_strategy_equals_sequential_one_client_at_a_time(strategy, chunk):
   model = dense_model(zero_init=False)
@@ -355,7 +356,8 @@ class _SmallCNN(nn.Module):
 
 @pytest.mark.parametrize(
     'strategy,lowering',
-    [('vmap', 'native'), ('chunked', 'native'), ('sequential', 'im2col'), ('vmap', 'xla')],
+    [('vmap', 'native'), ('chunked', 'native'), ('sequential', 'im2col'), ('vmap', 'xla'),
+     ('lanes', 'native')],
 )
 def test_a_cnn_gives_the_same_rounds_under_every_strategy_and_lowering(strategy, lowering):
   """On CPU convolutions run on the native kernels by default (one FFI call per client under
