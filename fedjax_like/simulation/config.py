@@ -105,14 +105,14 @@ class TrainingConfig:
       "'uniform': distinct clients, equally likely; 'weighted': by number of examples; "
       "'fixed': the first clients_per_round clients every round.",
   )
-  execution: Literal['auto', 'vmap', 'sequential', 'chunked'] = _field(
-      'auto', 'How the cohort engine runs clients (see fedjax_like.core.cohort).'
+  execution: Literal['auto', 'vmap', 'sequential', 'chunked', 'lanes'] = _field(
+      'auto', 'How the engine runs clients (see fedjax_like.core.engine).'
   )
   chunk_size: int | None = _field(None, "Clients per chunk for execution='chunked'.")
   conv_lowering: Literal['auto', 'native', 'im2col', 'xla'] = _field(
       'auto',
       "How convolutions run: 'native' kernels (the CPU default), 'im2col', or XLA's own "
-      '(the accelerator default); see fedjax_like.core.lowering.',
+      '(the accelerator default); see fedjax_like.core.engine.lowering.',
   )
 
 

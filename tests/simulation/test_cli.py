@@ -129,16 +129,16 @@ def test_dataset_that_cannot_be_loaded_fails_before_training(tmp_path, capsys):
 
 
 def test_conv_lowering_option_reaches_the_engine(tmp_path, capsys, monkeypatch):
-  from fedjax_like.core import cohort
+  from fedjax_like.core.engine import lowering
 
   seen = []
-  original = cohort.lower_forward
+  original = lowering.lower
 
-  def spy(fn, config=None):
-    seen.append((config or cohort.current_config()).conv_lowering)
-    return original(fn, config)
+  def spy(fn, mode):
+    seen.append(mode)
+    return original(fn, mode)
 
-  monkeypatch.setattr(cohort, 'lower_forward', spy)
+  monkeypatch.setattr(lowering, 'lower', spy)
   status, _, _ = _train(
       capsys, *_short(tmp_path, '--training.conv_lowering', 'im2col', '--model.name', 'cnn')
   )
