@@ -82,7 +82,7 @@ def main():
     jax.block_until_ready(state.global_model_weights)
     times.append(time.perf_counter() - start)
   loss, accuracy = evaluate(state.global_model_weights)
-  strategy, _ = cohort.resolve(workload.NUM_CLIENTS)
+  strategy = fl.Runtime().strategy_for(workload.NUM_CLIENTS)
   workload.check_and_report(
     peer='fedjax_like',
     model=args.model,

@@ -67,7 +67,7 @@ class MapReduceForm(NamedTuple):
   Attributes:
     prepare: ``state -> b``, the value every client receives.
     work: ``(b, value, weight | None) -> summand`` for ONE client (``weight`` is None when the
-      aggregator is unweighted). Pure JAX; runs inside the cohort engine.
+      aggregator is unweighted). Pure JAX; runs inside the engine.
     report: ``(state, summed) -> MeasuredProcessOutput(state, result, measurements)`` on the server,
       where ``summed`` is the sum of ``work``'s outputs over the cohort; ``result`` is a plain
       pytree.

@@ -1,4 +1,4 @@
-"""The Federated Core: placements, federated types, intrinsics, computations and the cohort engine.
+"""The Federated Core: placements, federated types, intrinsics, computations and the engine.
 
 Write a federated algorithm as a Python function of placed values and decorate it::
 
@@ -13,7 +13,10 @@ Write a federated algorithm as a Python function of placed values and decorate i
 
 :mod:`~fedjax_like.core.placements` holds the types, :mod:`~fedjax_like.core.intrinsics` the
 communication operators, :mod:`~fedjax_like.core.computation` the decorator and
-:mod:`~fedjax_like.core.cohort` the engine that runs the clients.
+:mod:`~fedjax_like.core.engine` the engine that runs the clients (reached through its small
+protocol: :class:`~fedjax_like.core.engine.Program`, :class:`~fedjax_like.core.engine.ClientLoop`,
+``engine.map`` / ``engine.sum``); :mod:`~fedjax_like.core.cohort` keeps the engine's names under
+their former home.
 """
 
 from fedjax_like.core import engine, tree  # noqa: I001 (the engine first: values need it)

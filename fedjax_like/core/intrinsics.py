@@ -1,4 +1,4 @@
-"""Federated communication operators over placed values, executed by the cohort engine.
+"""Federated communication operators over placed values, executed by the engine.
 
 The operators check placements when they are called (inside ``jax.jit`` or a
 :func:`~fedjax_like.core.computation.federated_computation`, once, at trace time) and raise a

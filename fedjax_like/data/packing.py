@@ -162,7 +162,7 @@ def pack_groups(
   ``groups`` lists ``(client indices, num_steps)`` (``num_steps`` None: the block's longest
   client). A ragged cohort packed this way holds close to its real data instead of
   ``clients x longest client`` (5x less for EMNIST-like sizes); the engine runs each block as a
-  step group (see :func:`fedjax_like.core.cohort.plan_step_groups`). The whole cohort is checked
+  step group (see :func:`fedjax_like.core.engine.plan_step_groups`). The whole cohort is checked
   first, with :func:`pack_cohort`'s errors.
   """
   names = _check_cohort(datasets)

@@ -23,16 +23,17 @@ by client id. ``next`` gathers the cohort's entries into ``[clients, ...]`` arra
 results into a new store. Such a cohort must name its clients (``Dataset(..., client_id=...)``, as
 ``ClientData`` does).
 
-Ragged cohorts: ``next`` orders the cohort longest-first, plans *step groups*
-(:func:`fedjax_like.core.cohort.plan_step_groups`) and packs one block per group, each padded only
-to its group's step budget (:func:`fedjax_like.data.packing.pack_groups`); the compiled round joins
-the blocks and the engine runs each group over only the steps its longest client needs, reading
-straight from its block. Host memory, transfer and device memory are then close to the cohort's
-real data. ``process.padding_waste`` is the last round's masked / computed steps: 0 under
-``sequential``, which skips padding steps; under ``vmap`` on CPU, clients side by side run as long
-as the longest of them (``fold_steps`` loops over real steps only), and on accelerators over
-their group's step budget. A client's per-round key follows its position in that
-order, which is the same under every strategy; its per-step keys are ``fold_in(key, step)``.
+How a round runs is the process's :class:`~fedjax_like.core.engine.Runtime` (given to the builder,
+else the one in force when ``next`` is called): ``next`` asks it for the cohort's layout (a function
+of the clients' step counts alone: longest-first order, step groups or lanes, see
+:mod:`fedjax_like.core.engine.plan`), packs one block per step group (each padded only to its
+budget, :func:`fedjax_like.data.packing.pack_groups`), places the blocks on the runtime's mesh and
+calls the round compiled by the runtime for that layout (cached there, checked against device
+memory before it runs). Inside, the blocks are joined into a
+:class:`~fedjax_like.core.engine.CohortData` carrying the plan, which the engine steps over.
+``process.padding_waste`` is the last round's masked / computed steps (0 under ``sequential``,
+which skips padding steps). A client's per-round key follows its position in the longest-first
+order, the same under every strategy; its per-step keys are ``fold_in(key, step)``.
 
 State is never mutated: ``next`` returns a new state, so keeping an old one is always safe.
 """

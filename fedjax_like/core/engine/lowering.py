@@ -1,9 +1,9 @@
-"""Backend-specific lowering of a model's forward pass, chosen by the cohort engine.
+"""Lowering of a client loop's step (forward pass and gradients) for the backend.
 
 XLA:CPU runs a convolution inside a compiled loop (``lax.scan``/``while``) about 25-40x slower than
 the same convolution outside one (measured on this project's 2-core machines: 13-19 vs 450-600
 examples/s for the EMNIST CNN at batch 20; see benchmarks/RESULTS.md). A federated round is a loop
-over local steps, so on CPU the engine rewrites every convolution of the forward pass, in one of
+over local steps, so on CPU the engine rewrites every convolution of the lowered step, in one of
 two ways:
 
 - **native** (:func:`native_convolutions`, the CPU default): 2-D float32 convolutions with stride 1,

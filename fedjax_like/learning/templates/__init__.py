@@ -21,10 +21,11 @@ parts. Replacing one part (a DP aggregator, a server optimizer, a proximal clien
 nothing else.
 
 Client work and sum-shaped aggregators also come in *map-reduce form* (``prepare`` on the server,
-``work`` per client, ``report`` on the server); the composer fuses the two into one
-``federated_map`` and one ``federated_sum``, so local training runs once per client and updates
-are never stacked. ``training`` holds the per-client building blocks (local training, full-batch
-gradients, evaluation sums) that client works are written with.
+per-client work on each client, ``report`` on the server); a client work's per-client part is a
+:class:`~fedjax_like.core.engine.ClientLoop` (``init`` / ``step`` per batch / ``finish``). The
+composer fuses the two into one ``federated_map`` and one ``federated_sum``, so local training runs
+once per client and updates are never stacked. ``training`` holds the loop pieces (local training,
+full-batch gradients, evaluation sums) that client works are written with.
 """
 
 from fedjax_like.aggregators.factory import MeasuredProcessOutput

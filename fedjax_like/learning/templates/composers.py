@@ -10,7 +10,7 @@ with state ``LearningAlgorithmState(global_model_weights, distributor, client_wo
 finalizer)`` and metrics ``{'distributor', 'client_work', 'aggregator', 'finalizer'}``, each part's
 measurements under its own key.
 
-How the clients run (chosen here, executed by the cohort engine):
+How the clients run (chosen here, executed by the engine):
 
 - **fused** (the client work and the aggregator both come in map-reduce form, clients stateless):
   ONE ``federated_map`` runs, per client, the client work's ``work`` and then the aggregator's
