@@ -1,4 +1,4 @@
-"""FedAvg throughput of the cohort engine over models x cohort sizes x strategies.
+"""FedAvg throughput of the engine over models x cohort sizes x strategies.
 
     python -m benchmarks.cohort                      # CPU grid (cohorts 10 and 100)
     python -m benchmarks.cohort --cohorts 10 100 1000 10000   # on a GPU
@@ -105,9 +105,9 @@ def raw_step_throughput(module, num_classes, lowering, seconds=3.0):
   opt = optax.sgd(0.1)
   apply = lambda p, x: module.apply(p, x)
   if lowering == 'im2col':
-    apply = fl.core.lowering.im2col_convolutions(apply)
+    apply = fl.core.engine.lowering.im2col_convolutions(apply)
   elif lowering == 'native':
-    apply = fl.core.lowering.native_convolutions(apply)
+    apply = fl.core.engine.lowering.native_convolutions(apply)
 
   def loss(p, x, y):
     return optax.softmax_cross_entropy_with_integer_labels(apply(p, x), y).mean()
