@@ -5,12 +5,17 @@ Every aggregator is a factory with ``create(value_type) -> AggregationProcess`` 
 measurements (see :mod:`fedjax_like.aggregators.factory`). Learning algorithms take a factory as
 ``model_aggregator`` and create it for the model's update type when they are composed.
 
-Here now: ``mean`` (``MeanFactory``, ``UnweightedMeanFactory``).
+Here now, each a factory (or process) in its own module, nesting like TFF's (an outer factory
+wraps an inner one, e.g. zeroing(clipping(mean))):
 
-The plan, each one a factory in its own module, nesting like TFF's (an outer factory wraps an inner
-one, e.g. DP(clipping(mean))):
+- ``mean``: ``MeanFactory``, ``UnweightedMeanFactory``; ``sum_factory``: ``SumFactory``;
+- ``clipping``: ``clipping_factory`` (global L2 clipping) and ``zeroing_factory`` (L1/L2/L-inf
+  zeroing), with a fixed norm or an adaptive one given as an ``EstimationProcess``;
+- ``estimation``: the ``EstimationProcess`` template (``initialize``/``next``/``report``) and its
+  map-reduce form;
 
-- ``clipping``: L2-norm clipping with a fixed or adaptive (quantile-tracking) norm;
+The plan, still to come:
+
 - ``differential_privacy``: Gaussian noise on a clipped sum (DP-FedAvg, DP-FTRL);
 - ``robust``: coordinate-wise median, trimmed mean, Krum (not sums: they take materialized values);
 - ``compression``: quantization and sparsification of client values before the sum;
@@ -21,6 +26,13 @@ The sum-shaped ones provide a :class:`~fedjax_like.aggregators.factory.MapReduce
 into the clients' training and reduces the cohort with one ``federated_sum``.
 """
 
+from fedjax_like.aggregators.clipping import clipping_factory, zeroing_factory
+from fedjax_like.aggregators.estimation import (
+    EstimationMapReduceForm,
+    EstimationProcess,
+    build_map_reduce_estimation,
+    constant_process,
+)
 from fedjax_like.aggregators.factory import (
     AggregationFactory,
     AggregationProcess,
@@ -32,16 +44,24 @@ from fedjax_like.aggregators.factory import (
     tensor_type,
 )
 from fedjax_like.aggregators.mean import MeanFactory, UnweightedMeanFactory
+from fedjax_like.aggregators.sum_factory import SumFactory
 
 __all__ = [
     'AggregationFactory',
     'AggregationProcess',
+    'EstimationMapReduceForm',
+    'EstimationProcess',
     'MapReduceForm',
     'MeanFactory',
     'MeasuredProcessOutput',
+    'SumFactory',
     'UnweightedMeanFactory',
     'build_map_reduce_aggregation',
+    'build_map_reduce_estimation',
+    'clipping_factory',
+    'constant_process',
     'format_type',
     'same_type',
     'tensor_type',
+    'zeroing_factory',
 ]
