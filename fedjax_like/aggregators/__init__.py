@@ -11,6 +11,8 @@ wraps an inner one, e.g. zeroing(clipping(mean))):
 - ``mean``: ``MeanFactory``, ``UnweightedMeanFactory``; ``sum_factory``: ``SumFactory``;
 - ``clipping``: ``clipping_factory`` (global L2 clipping) and ``zeroing_factory`` (L1/L2/L-inf
   zeroing), with a fixed norm or an adaptive one given as an ``EstimationProcess``;
+- ``quantile_estimation``: ``PrivateQuantileEstimationProcess`` (and ``.no_noise``), the adaptive
+  norm that tracks a quantile of the clients' norms (TFF's geometric update);
 - ``estimation``: the ``EstimationProcess`` template (``initialize``/``next``/``report``) and its
   map-reduce form;
 
@@ -44,6 +46,7 @@ from fedjax_like.aggregators.factory import (
     tensor_type,
 )
 from fedjax_like.aggregators.mean import MeanFactory, UnweightedMeanFactory
+from fedjax_like.aggregators.quantile_estimation import PrivateQuantileEstimationProcess
 from fedjax_like.aggregators.sum_factory import SumFactory
 
 __all__ = [
@@ -54,6 +57,7 @@ __all__ = [
     'MapReduceForm',
     'MeanFactory',
     'MeasuredProcessOutput',
+    'PrivateQuantileEstimationProcess',
     'SumFactory',
     'UnweightedMeanFactory',
     'build_map_reduce_aggregation',
