@@ -16,9 +16,13 @@ wraps an inner one, e.g. zeroing(clipping(mean))):
 - ``estimation``: the ``EstimationProcess`` template (``initialize``/``next``/``report``) and its
   map-reduce form;
 
+- ``differential_privacy``: ``DifferentiallyPrivateFactory.gaussian_fixed`` / ``.gaussian_adaptive``
+  (DP-FedAvg: a clipped sum plus Gaussian noise from a key in the state, over the expected cohort;
+  unweighted, as in TFF);
+
 The plan, still to come:
 
-- ``differential_privacy``: Gaussian noise on a clipped sum (DP-FedAvg, DP-FTRL);
+- DP-FTRL (tree aggregation or banded matrix factorization) and privacy accounting;
 - ``robust``: coordinate-wise median, trimmed mean, Krum (not sums: they take materialized values);
 - ``compression``: quantization and sparsification of client values before the sum;
 - ``secure_sum``: integer-encoded sums with bounded bit width, as secure aggregation requires.
@@ -29,6 +33,10 @@ into the clients' training and reduces the cohort with one ``federated_sum``.
 """
 
 from fedjax_like.aggregators.clipping import clipping_factory, zeroing_factory
+from fedjax_like.aggregators.differential_privacy import (
+    DifferentiallyPrivateFactory,
+    adaptive_clip_noise_params,
+)
 from fedjax_like.aggregators.estimation import (
     EstimationMapReduceForm,
     EstimationProcess,
@@ -52,6 +60,7 @@ from fedjax_like.aggregators.sum_factory import SumFactory
 __all__ = [
     'AggregationFactory',
     'AggregationProcess',
+    'DifferentiallyPrivateFactory',
     'EstimationMapReduceForm',
     'EstimationProcess',
     'MapReduceForm',
@@ -60,6 +69,7 @@ __all__ = [
     'PrivateQuantileEstimationProcess',
     'SumFactory',
     'UnweightedMeanFactory',
+    'adaptive_clip_noise_params',
     'build_map_reduce_aggregation',
     'build_map_reduce_estimation',
     'clipping_factory',
