@@ -15,15 +15,16 @@ wraps an inner one, e.g. zeroing(clipping(mean))):
   norm that tracks a quantile of the clients' norms (TFF's geometric update);
 - ``estimation``: the ``EstimationProcess`` template (``initialize``/``next``/``report``) and its
   map-reduce form;
-
 - ``differential_privacy``: ``DifferentiallyPrivateFactory.gaussian_fixed`` / ``.gaussian_adaptive``
   (DP-FedAvg: a clipped sum plus Gaussian noise from a key in the state, over the expected cohort;
   unweighted, as in TFF);
+- ``robust``: ``MedianFactory`` and ``TrimmedMeanFactory`` (coordinate-wise; not sums: they take
+  the materialized client values).
 
 The plan, still to come:
 
 - DP-FTRL (tree aggregation or banded matrix factorization) and privacy accounting;
-- ``robust``: coordinate-wise median, trimmed mean, Krum (not sums: they take materialized values);
+- ``robust``: Krum, Multi-Krum, geometric median (not sums: they take materialized values);
 - ``compression``: quantization and sparsification of client values before the sum;
 - ``secure_sum``: integer-encoded sums with bounded bit width, as secure aggregation requires.
 
@@ -55,6 +56,7 @@ from fedjax_like.aggregators.factory import (
 )
 from fedjax_like.aggregators.mean import MeanFactory, UnweightedMeanFactory
 from fedjax_like.aggregators.quantile_estimation import PrivateQuantileEstimationProcess
+from fedjax_like.aggregators.robust import MedianFactory, TrimmedMeanFactory
 from fedjax_like.aggregators.sum_factory import SumFactory
 
 __all__ = [
@@ -66,8 +68,10 @@ __all__ = [
     'MapReduceForm',
     'MeanFactory',
     'MeasuredProcessOutput',
+    'MedianFactory',
     'PrivateQuantileEstimationProcess',
     'SumFactory',
+    'TrimmedMeanFactory',
     'UnweightedMeanFactory',
     'adaptive_clip_noise_params',
     'build_map_reduce_aggregation',

@@ -5,7 +5,14 @@ import math
 import jax
 import numpy as np
 import pytest
-from learning_reference import BATCH, batches_of, dense_model, gradient, initial_params, make_clients
+from learning_reference import (
+    BATCH,
+    batches_of,
+    dense_model,
+    gradient,
+    initial_params,
+    make_clients,
+)
 
 import fedjax_like as fl
 from fedjax_like.data import Dataset
