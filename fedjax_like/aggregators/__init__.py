@@ -19,14 +19,16 @@ wraps an inner one, e.g. zeroing(clipping(mean))):
   (DP-FedAvg: a clipped sum plus Gaussian noise from a key in the state, over the expected cohort;
   unweighted, as in TFF);
 - ``robust``: ``MedianFactory`` and ``TrimmedMeanFactory`` (coordinate-wise; not sums: they take
-  the materialized client values).
+  the materialized client values);
+- ``secure``: ``SecureSumFactory`` (integer and float modes as TFF's: clip, encode in
+  ``[0, 2**b)``, secure sum, decode), bounds fixed or adaptive.
 
 The plan, still to come:
 
 - DP-FTRL (tree aggregation or banded matrix factorization) and privacy accounting;
 - ``robust``: Krum, Multi-Krum, geometric median (not sums: they take materialized values);
 - ``compression``: quantization and sparsification of client values before the sum;
-- ``secure_sum``: integer-encoded sums with bounded bit width, as secure aggregation requires.
+- ``secure``: ``SecureModularSumFactory`` (a modular sum that wraps around), ``secure_aggregator``.
 
 The sum-shaped ones provide a :class:`~fedjax_like.aggregators.factory.MapReduceForm`
 (``prepare`` / per-client ``work`` / ``report``) so a learning process fuses their client-side work
@@ -57,6 +59,7 @@ from fedjax_like.aggregators.factory import (
 from fedjax_like.aggregators.mean import MeanFactory, UnweightedMeanFactory
 from fedjax_like.aggregators.quantile_estimation import PrivateQuantileEstimationProcess
 from fedjax_like.aggregators.robust import MedianFactory, TrimmedMeanFactory
+from fedjax_like.aggregators.secure import SecureSumFactory
 from fedjax_like.aggregators.sum_factory import SumFactory
 
 __all__ = [
@@ -70,6 +73,7 @@ __all__ = [
     'MeasuredProcessOutput',
     'MedianFactory',
     'PrivateQuantileEstimationProcess',
+    'SecureSumFactory',
     'SumFactory',
     'TrimmedMeanFactory',
     'UnweightedMeanFactory',
