@@ -17,6 +17,13 @@
   ``DifferentiallyPrivateFactory.gaussian_adaptive(noise_multiplier, clients_per_round)``
   (unweighted: use it with an unweighted builder, e.g. ``build_unweighted_fed_avg``).
 
+- :func:`secure_aggregator` = the same zeroing and clipping around a mean whose sums are secure:
+  the weighted values by ``SecureSumFactory(no_noise(50.0, 0.95, 1.0, multiplier=2.0))`` (bounds
+  ``+-2 C``, initially +-100, adapting to the largest absolute coordinate), the weights by
+  ``SecureSumFactory(2**20 - 1.0, 0.0)`` (the count, unweighted, by ``SecureSumFactory(1, 0)``),
+  and the clipped and zeroed counts by ``SecureSumFactory(1, 0)``. TFF also sums the quantile
+  estimates' counts securely (``secure_estimation=True``); here they are plain sums.
+
 All are sums, so a learning process fuses them into the round's single pass.
 """
 
@@ -29,9 +36,14 @@ from fedjax_like.aggregators.clipping import clipping_factory, zeroing_factory
 from fedjax_like.aggregators.differential_privacy import DifferentiallyPrivateFactory
 from fedjax_like.aggregators.mean import MeanFactory, UnweightedMeanFactory
 from fedjax_like.aggregators.quantile_estimation import PrivateQuantileEstimationProcess
+from fedjax_like.aggregators.secure import SecureSumFactory
 
 
-def _default_zeroing(inner_factory):
+def _secure_count():
+  return SecureSumFactory(upper_bound_threshold=1, lower_bound_threshold=0)
+
+
+def _default_zeroing(inner_factory, secure_estimation: bool = False):
   """TFF's default adaptive zeroing: fast adaption to somewhat above the largest norms seen."""
   zeroing_norm = PrivateQuantileEstimationProcess.no_noise(
       initial_estimate=10.0,
@@ -40,15 +52,17 @@ def _default_zeroing(inner_factory):
       multiplier=2.0,
       increment=1.0,
   )
-  return zeroing_factory(zeroing_norm, inner_factory)
+  count = _secure_count() if secure_estimation else None
+  return zeroing_factory(zeroing_norm, inner_factory, zeroed_count_sum_factory=count)
 
 
-def _default_clipping(inner_factory):
+def _default_clipping(inner_factory, secure_estimation: bool = False):
   """TFF's default adaptive clipping: relatively quick adaption to a moderately high norm."""
   clipping_norm = PrivateQuantileEstimationProcess.no_noise(
       initial_estimate=1.0, target_quantile=0.8, learning_rate=0.2
   )
-  return clipping_factory(clipping_norm, inner_factory)
+  count = _secure_count() if secure_estimation else None
+  return clipping_factory(clipping_norm, inner_factory, clipped_count_sum_factory=count)
 
 
 def robust_aggregator(
@@ -119,4 +133,38 @@ def dp_aggregator(
   )
   if zeroing:
     factory = _default_zeroing(factory)
+  return factory
+
+
+def secure_aggregator(*, zeroing: bool = True, clipping: bool = True, weighted: bool = True):
+  """Adaptive zeroing and clipping around a securely summed mean (``tff.learning``'s).
+
+  Zeroes extremely large values and clips to a moderately high norm, then sums the weighted
+  values with secure aggregation (Bonawitz et al. 2017), simulated by ``SecureSumFactory``: each
+  coordinate is clipped to the adaptive bound and quantized to 32 bits before the sum.
+
+  Args:
+    zeroing: adaptive zeroing, against data corruption.
+    clipping: adaptive L2 clipping (before the per-coordinate clipping of the secure sum).
+    weighted: the weighted mean (True) or the unweighted one.
+
+  Returns:
+    An aggregation factory.
+  """
+  secure_clip_bound = PrivateQuantileEstimationProcess.no_noise(
+      initial_estimate=50.0, target_quantile=0.95, learning_rate=1.0, multiplier=2.0
+  )
+  value_sum = SecureSumFactory(secure_clip_bound)
+  if weighted:
+    # 2**20 - 1: a power of 2 minus one encodes integer-valued float weights up to ~1e6 exactly.
+    factory = MeanFactory(
+        value_sum_factory=value_sum,
+        weight_sum_factory=SecureSumFactory(float(2**20 - 1), 0.0),
+    )
+  else:
+    factory = UnweightedMeanFactory(value_sum_factory=value_sum, count_sum_factory=_secure_count())
+  if clipping:
+    factory = _default_clipping(factory, secure_estimation=True)
+  if zeroing:
+    factory = _default_zeroing(factory, secure_estimation=True)
   return factory

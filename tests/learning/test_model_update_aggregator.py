@@ -139,3 +139,25 @@ def test_dp_aggregator_in_unweighted_fed_avg_is_reproducible_and_nested_as_tff()
 def test_dp_aggregator_refuses_a_noise_multiplier_its_count_noise_cannot_carry():
   with pytest.raises(ValueError, match='too low to achieve the desired effective noise_multiplier'):
     fl.learning.dp_aggregator(1.0, 10)
+
+
+def test_secure_aggregator_in_weighted_fed_avg_agrees_with_the_robust_one():
+  datasets = clients()
+  batched = [d.batch(BATCH) for d in datasets]
+  results = []
+  for factory in (fl.learning.robust_aggregator(), fl.learning.secure_aggregator()):
+    process = fl.learning.algorithms.build_weighted_fed_avg(
+        dense_model(), fl.learning.optimizers.build_sgdm(LR), model_aggregator=factory)
+    state = process.initialize()
+    for _ in range(3):
+      state, metrics = process.next(state, batched)
+    results.append((state.global_model_weights.trainable, metrics['aggregator']))
+  (robust, robust_agg), (secure, secure_agg) = results
+  # The secure sums quantize to 32 bits over +-100 (values) and [0, 2**20 - 1] (weights).
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4), secure, robust)
+  mean = secure_agg['zeroing']['clipping']
+  assert set(mean) == {'mean_value', 'mean_weight', 'num_clients_non_finite'}
+  assert set(mean['mean_value']) == {'secure_upper_clipped_count', 'secure_lower_clipped_count',
+                                     'secure_upper_threshold', 'secure_lower_threshold'}
+  assert int(secure_agg['zeroed_count']) == int(robust_agg['zeroed_count']) == 1
+  assert int(secure_agg['zeroing']['clipped_count']) == int(robust_agg['zeroing']['clipped_count'])
