@@ -112,3 +112,21 @@ def test_bad_trim_fraction():
     TrimmedMeanFactory(0.5)
   with pytest.raises(TypeError, match='needs floating-point values'):
     MedianFactory().create(jax.ShapeDtypeStruct((2,), jnp.int32))
+
+
+def test_zeroing_around_the_median_composes_through_the_intrinsics():
+  from fedjax_like.aggregators import zeroing_factory  # noqa: PLC0415
+
+  values = make_values(7)
+  values['w'][0] *= 1000.0
+  linf = np.abs(np.concatenate([v.reshape(7, -1) for v in values.values()], 1)).max(1)
+  threshold = float(np.sort(linf)[-2]) * 1.01  # only client 0 is above
+  process = zeroing_factory(threshold, MedianFactory()).create(value_type_of(values))
+  assert process.map_reduce is None
+  (result,), (measured,), _ = run_rounds(process, [values])
+  zeroed = {k: np.where(np.arange(7).reshape((-1,) + (1,) * (x.ndim - 1)) == 0, 0.0, x)
+            for k, x in values.items()}
+  for key, x in zeroed.items():
+    np.testing.assert_allclose(result[key], np.median(x, axis=0), rtol=1e-6)
+  assert int(measured['zeroed_count']) == 1
+  assert int(measured['zeroing']['num_clients']) == 7

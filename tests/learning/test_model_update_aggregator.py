@@ -161,3 +161,28 @@ def test_secure_aggregator_in_weighted_fed_avg_agrees_with_the_robust_one():
                                      'secure_upper_threshold', 'secure_lower_threshold'}
   assert int(secure_agg['zeroed_count']) == int(robust_agg['zeroed_count']) == 1
   assert int(secure_agg['zeroing']['clipped_count']) == int(robust_agg['zeroing']['clipped_count'])
+
+
+@pytest.mark.parametrize('make,build', [
+    (fl.learning.robust_aggregator, fl.learning.algorithms.build_weighted_fed_avg),
+    (lambda: fl.learning.dp_aggregator(0.2, len(SIZES), seed=5),
+     fl.learning.algorithms.build_unweighted_fed_avg),
+], ids=['robust', 'dp'])
+def test_every_execution_strategy_gives_the_same_rounds(make, build):
+  from fedjax_like.core import cohort  # noqa: PLC0415
+
+  batched = [d.batch(BATCH) for d in clients()]
+
+  def run_with(strategy, chunk_size=None):
+    with cohort.execution(strategy, chunk_size=chunk_size):
+      process = build(dense_model(), fl.learning.optimizers.build_sgdm(LR), model_aggregator=make())
+      state, out = process.initialize(), []
+      for _ in range(2):
+        state, metrics = process.next(state, batched)
+        out.append((state.global_model_weights.trainable, metrics['aggregator']))
+      return jax.tree.map(np.asarray, out)
+
+  baseline = run_with('sequential')
+  for strategy, chunk in (('chunked', 2), ('vmap', None)):
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 run_with(strategy, chunk), baseline)
