@@ -21,14 +21,14 @@ wraps an inner one, e.g. zeroing(clipping(mean))):
 - ``robust``: ``MedianFactory`` and ``TrimmedMeanFactory`` (coordinate-wise; not sums: they take
   the materialized client values);
 - ``secure``: ``SecureSumFactory`` (integer and float modes as TFF's: clip, encode in
-  ``[0, 2**b)``, secure sum, decode), bounds fixed or adaptive.
+  ``[0, 2**b)``, secure sum, decode), bounds fixed or adaptive; ``secure_modular``:
+  ``SecureModularSumFactory`` (a modular sum that really wraps around, and reports it).
 
 The plan, still to come:
 
 - DP-FTRL (tree aggregation or banded matrix factorization) and privacy accounting;
 - ``robust``: Krum, Multi-Krum, geometric median (not sums: they take materialized values);
-- ``compression``: quantization and sparsification of client values before the sum;
-- ``secure``: ``SecureModularSumFactory`` (a modular sum that wraps around), ``secure_aggregator``.
+- ``compression``: quantization and sparsification of client values before the sum.
 
 The sum-shaped ones provide a :class:`~fedjax_like.aggregators.factory.MapReduceForm`
 (``prepare`` / per-client ``work`` / ``report``) so a learning process fuses their client-side work
@@ -60,6 +60,7 @@ from fedjax_like.aggregators.mean import MeanFactory, UnweightedMeanFactory
 from fedjax_like.aggregators.quantile_estimation import PrivateQuantileEstimationProcess
 from fedjax_like.aggregators.robust import MedianFactory, TrimmedMeanFactory
 from fedjax_like.aggregators.secure import SecureSumFactory
+from fedjax_like.aggregators.secure_modular import SecureModularSumFactory
 from fedjax_like.aggregators.sum_factory import SumFactory
 
 __all__ = [
@@ -73,6 +74,7 @@ __all__ = [
     'MeasuredProcessOutput',
     'MedianFactory',
     'PrivateQuantileEstimationProcess',
+    'SecureModularSumFactory',
     'SecureSumFactory',
     'SumFactory',
     'TrimmedMeanFactory',

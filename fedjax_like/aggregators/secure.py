@@ -25,7 +25,8 @@ and both paths agree bit for bit.
 
 Measurements (TFF's): ``secure_upper_clipped_count`` and ``secure_lower_clipped_count`` (clients
 with some coordinate above / below the bound), ``secure_upper_threshold``,
-``secure_lower_threshold``.
+``secure_lower_threshold``. A NaN coordinate is encoded as 0 and an infinite one is clipped to the
+bound (wrap the factory in ``zeroing_factory`` to drop such clients instead).
 """
 
 from __future__ import annotations
@@ -182,6 +183,7 @@ class SecureSumFactory:
       lo_q = jnp.round(lo.astype(jnp.float32) * scale)
 
       def quantize(x):
+        x = jnp.where(jnp.isnan(x), jnp.zeros_like(x), x)  # a NaN coordinate counts as 0
         scaled = jnp.round(jnp.clip(x, lo, hi).astype(jnp.float32) * scale) - lo_q
         return jnp.clip(scaled, 0.0, 4294967040.0).astype(_U32)  # largest float32 < 2**32
 
