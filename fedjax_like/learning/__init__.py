@@ -5,12 +5,19 @@
 - :mod:`~fedjax_like.learning.algorithms`: FedAvg, FedSGD, FedProx, FedOpt, SCAFFOLD, MimeLite,
   federated and personalization evaluation, each a short composition of template parts;
 - :mod:`~fedjax_like.learning.optimizers`: client and server optimizers (optax underneath);
+- :mod:`~fedjax_like.learning.model_update_aggregator`: ``robust_aggregator``, ``dp_aggregator``
+  and ``secure_aggregator``, composed from ``fl.aggregators`` as TFF composes them;
 - :class:`ClientWeighting`, and :class:`ClientStates` (host-side per-client state).
 """
 
 from fedjax_like.learning import algorithms, optimizers, templates
 from fedjax_like.learning.client_states import ClientStates, StatefulClientWorkState
 from fedjax_like.learning.client_weighting import ClientWeighting
+from fedjax_like.learning.model_update_aggregator import (
+    dp_aggregator,
+    robust_aggregator,
+    secure_aggregator,
+)
 from fedjax_like.learning.process import (
     LearningAlgorithmState,
     LearningProcess,
@@ -25,6 +32,9 @@ __all__ = [
     'LearningProcessOutput',
     'StatefulClientWorkState',
     'algorithms',
+    'dp_aggregator',
     'optimizers',
+    'robust_aggregator',
+    'secure_aggregator',
     'templates',
 ]

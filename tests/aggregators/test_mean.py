@@ -93,3 +93,35 @@ def test_next_reduces_a_deferred_client_value_in_one_fused_pass():
   np.testing.assert_allclose(
       mean['a'], 2 * np.tensordot(WEIGHTS, VALUES['a'], axes=1) / WEIGHTS.sum(), rtol=1e-6
   )
+
+
+def test_inner_sum_factories_compose_as_tff():
+  from fedjax_like.aggregators import SecureSumFactory, SumFactory  # noqa: PLC0415
+
+  values = jax.tree.map(np.copy, VALUES)
+  values['a'][1, 0] = np.nan  # dropped with weight 0, as by the default mean
+  plain = MeanFactory(value_sum_factory=SumFactory(), weight_sum_factory=SumFactory())
+  process = plain.create(VALUE_TYPE)
+  assert set(process.initialize()) == {'value_sum_process', 'weight_sum_process'}
+  mean, measurements = run(process, values, WEIGHTS)
+  default_mean, default_measurements = run(MeanFactory().create(VALUE_TYPE), values, WEIGHTS)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), mean, default_mean)
+  assert measurements['mean_value'] == () and measurements['mean_weight'] == ()
+  assert int(measurements['num_clients_non_finite']) == 1
+  secure = MeanFactory(SecureSumFactory(10.0), SecureSumFactory(100.0, 0.0)).create(VALUE_TYPE)
+  secure_mean, secure_measurements = run(secure, values, WEIGHTS)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), secure_mean, default_mean)
+  assert set(secure_measurements['mean_value']) == {
+      'secure_upper_clipped_count', 'secure_lower_clipped_count', 'secure_upper_threshold',
+      'secure_lower_threshold'}
+  count = UnweightedMeanFactory(count_sum_factory=SecureSumFactory(1, 0)).create(VALUE_TYPE)
+  unweighted, unweighted_measurements = run(count, values)
+  keep = np.array([1, 0, 1, 1, 1], bool)
+  for key, x in VALUES.items():
+    np.testing.assert_allclose(unweighted[key], x[keep].mean(axis=0), rtol=1e-6)
+  assert 'mean_count' in unweighted_measurements
+
+
+def test_inner_sum_factories_must_be_unweighted():
+  with pytest.raises(TypeError, match='value_sum_factory must be an unweighted'):
+    MeanFactory(value_sum_factory=MeanFactory())

@@ -31,9 +31,23 @@ def weights_type(model: Model) -> ModelWeights:
   return tensor_type(jax.eval_shape(model.init_fn, jax.random.key(0)))
 
 
-def default_aggregator(model_aggregator, client_weighting):
-  """The given factory, else the weighted mean (the unweighted one for ``UNIFORM``)."""
+def default_aggregator(model_aggregator, client_weighting, builder: str = 'this builder'):
+  """The given factory, else the weighted mean (the unweighted one for ``UNIFORM``).
+
+  Raises:
+    TypeError: an unweighted factory (e.g. ``DifferentiallyPrivateFactory``, unweighted as in TFF)
+      given to a builder that weights its clients: it would silently drop the weights, so it is
+      refused, as TFF's weighted builders refuse it, with the fix.
+  """
   if model_aggregator is not None:
+    weighted_clients = client_weighting is not ClientWeighting.UNIFORM
+    if weighted_clients and getattr(model_aggregator, 'is_weighted', True) is False:
+      raise TypeError(
+          f'{builder} weights its clients (client_weighting={client_weighting}) but '
+          f'model_aggregator {model_aggregator!r} is unweighted. Use the unweighted builder '
+          '(e.g. build_unweighted_fed_avg) or client_weighting=ClientWeighting.UNIFORM, or pass '
+          'a weighted aggregator (e.g. robust_aggregator(weighted=True)).'
+      )
     return model_aggregator
   if client_weighting is ClientWeighting.UNIFORM:
     return UnweightedMeanFactory()

@@ -67,7 +67,7 @@ def build_fed_avg(
       initial_weights_fn(model, seed),
       model_distributor or build_broadcast_process(weights),
       client_work,
-      default_aggregator(model_aggregator, client_weighting),
+      default_aggregator(model_aggregator, client_weighting, f'build_{name}'),
       build_apply_optimizer_finalizer(server, weights, server_learning_rate_fn),
       name=name,
       runtime=runtime,

@@ -115,7 +115,7 @@ def build_fed_sgd(
       initial_weights_fn(model, seed),
       model_distributor or build_broadcast_process(weights),
       build_gradient_client_work(model, client_weighting, seed),
-      default_aggregator(model_aggregator, client_weighting),
+      default_aggregator(model_aggregator, client_weighting, 'build_fed_sgd'),
       build_apply_optimizer_finalizer(server, weights, server_learning_rate_fn),
       name='fed_sgd',
       runtime=runtime,

@@ -192,7 +192,7 @@ def build_weighted_mime_lite(
       initial_weights_fn(model, seed),
       model_distributor or build_broadcast_process(weights),
       client_work,
-      default_aggregator(model_aggregator, client_weighting),
+      default_aggregator(model_aggregator, client_weighting, 'build_weighted_mime_lite'),
       build_apply_optimizer_finalizer(server, weights),
       name='mime_lite',
       runtime=runtime,

@@ -187,7 +187,7 @@ def build_scaffold(
       initial_weights_fn(model, seed),
       model_distributor or build_broadcast_process(weights),
       client_work,
-      default_aggregator(model_aggregator, client_weighting),
+      default_aggregator(model_aggregator, client_weighting, 'build_scaffold'),
       build_apply_optimizer_finalizer(server, weights),
       name='scaffold',
       runtime=runtime,
