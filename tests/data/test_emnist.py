@@ -23,7 +23,7 @@ import urllib.error
 import numpy as np
 import pytest
 
-from fedjax_like.data.sources import DatasetNotFoundError, emnist
+from fedjax_like.data.sources import DatasetNotFoundError, download, emnist, handles, tf_example
 
 # Small stand-ins for the real populations. Ids sort differently from insertion order, and
 # 'F0001_00' < 'f0000_14' in code-point order (TFF sorts with Python's sorted()).
@@ -167,12 +167,12 @@ def offline(monkeypatch, tmp_path):
   def no_network(url, *args, **kwargs):
     pytest.fail(f'test tried to use the network: {url}')
 
-  monkeypatch.setattr(emnist, '_open_url', no_network)
+  monkeypatch.setattr(download, '_open_url', no_network)
   monkeypatch.setattr('urllib.request.urlopen', no_network)
   monkeypatch.setenv('FEDJAX_LIKE_CACHE', str(tmp_path / 'env_cache'))
   monkeypatch.setattr(emnist, '_NUM_CLIENTS', {True: len(DIGIT_CLIENTS), False: len(ALL_CLIENTS)})
   yield
-  emnist._close_readers()
+  handles.close_all()
 
 
 @pytest.fixture(scope='module')
@@ -195,7 +195,7 @@ def lzma_bytes(sqlite_bytes):
 @pytest.fixture
 def sqlite_release(monkeypatch, sqlite_bytes, lzma_bytes):
   """Points the module at our small 'published' file: its size and SHA-256."""
-  release = emnist._Release(
+  release = download.Release(
       url=emnist._SQLITE.url,
       size=len(lzma_bytes),
       sha256=sha256(lzma_bytes),
@@ -221,7 +221,7 @@ def tar_bytes(data, tmp_path_factory):
 
 @pytest.fixture
 def hdf5_release(monkeypatch, tar_bytes):
-  release = emnist._Release(url=emnist._HDF5[True].url, size=None, sha256=sha256(tar_bytes))
+  release = download.Release(url=emnist._HDF5[True].url, size=None, sha256=sha256(tar_bytes))
   monkeypatch.setitem(emnist._HDF5, True, release)
   return release
 
@@ -282,7 +282,7 @@ def test_works_without_tqdm(tmp_path, data, lzma_bytes, sqlite_release, monkeypa
 
 
 def test_sqlite_lzma_with_wrong_checksum_is_rejected(tmp_path, lzma_bytes, monkeypatch):
-  monkeypatch.setattr(emnist, '_SQLITE', emnist._Release(emnist._SQLITE.url, None, '0' * 64))
+  monkeypatch.setattr(emnist, '_SQLITE', download.Release(emnist._SQLITE.url, None, '0' * 64))
   (tmp_path / 'emnist_all.sqlite.lzma').write_bytes(lzma_bytes)
   with pytest.raises(emnist.CorruptDatasetError, match='SHA-256'):
     emnist.load_data(cache_dir=tmp_path, download=False)
@@ -317,8 +317,8 @@ def test_leftover_partial_files_are_ignored(tmp_path, sqlite_bytes):
 def test_loading_is_lazy(tmp_path, data, monkeypatch):
   write_tff_sqlite(tmp_path / 'emnist_all.sqlite', data)
   calls = []
-  parse = emnist.parse_example
-  monkeypatch.setattr(emnist, 'parse_example', lambda b: calls.append(1) or parse(b))
+  parse = tf_example.parse_example
+  monkeypatch.setattr(tf_example, 'parse_example', lambda b: calls.append(1) or parse(b))
   train, test = emnist.load_data(cache_dir=tmp_path, download=False)
   assert train.client_sizes()['f0100_07'] == 45 and len(test) == 3
   assert not calls  # Ids and sizes come from client_metadata; nothing decoded yet.
@@ -331,7 +331,7 @@ def test_one_connection_per_file_shared_by_splits_and_threads(tmp_path, data, mo
   connects = []
   connect = sqlite3.connect
   counting = lambda *a, **k: connects.append(a) or connect(*a, **k)
-  monkeypatch.setattr(emnist.sqlite3, 'connect', counting)
+  monkeypatch.setattr(sqlite3, 'connect', counting)
   train, test = emnist.load_data(cache_dir=tmp_path, download=False)
   all_train, _ = emnist.load_data(only_digits=False, cache_dir=tmp_path, download=False)
   assert len(connects) == 1
@@ -462,10 +462,10 @@ def test_offline_error_names_paths_and_urls(tmp_path):
 
 
 def test_failed_download_raises_not_found_and_leaves_nothing(tmp_path, monkeypatch):
-  def unreachable(url):
+  def unreachable(url, start=0):
     raise urllib.error.URLError('Name or service not known')
 
-  monkeypatch.setattr(emnist, '_open_url', unreachable)
+  monkeypatch.setattr(download, '_open_url', unreachable)
   with pytest.raises(DatasetNotFoundError) as info:
     emnist.load_data(only_digits=False, cache_dir=tmp_path)
   assert str(tmp_path / 'emnist_all.sqlite') in str(info.value)
@@ -503,18 +503,18 @@ class FakeResponse(io.BytesIO):
 def serve(monkeypatch, files: dict) -> list[str]:
   requested = []
 
-  def open_url(url):
+  def open_url(url, start=0):
     requested.append(url)
     if url not in files:
       raise urllib.error.HTTPError(url, 404, 'Not Found', {}, None)
     return files[url]()
 
-  monkeypatch.setattr(emnist, '_open_url', open_url)
+  monkeypatch.setattr(download, '_open_url', open_url)
   return requested
 
 
 def test_download_sqlite(tmp_path, data, lzma_bytes, sqlite_release, monkeypatch):
-  monkeypatch.setattr(emnist, '_CHUNK', 4096)  # Many chunks through the streaming decompressor.
+  monkeypatch.setattr(download, '_CHUNK', 4096)  # Many chunks through the streaming decompressor.
   requested = serve(monkeypatch, {sqlite_release.url: lambda: FakeResponse(lzma_bytes)})
   cache = tmp_path / 'new' / 'cache'
   assert not emnist.available(cache_dir=cache)
@@ -528,23 +528,61 @@ def test_download_sqlite(tmp_path, data, lzma_bytes, sqlite_release, monkeypatch
 
 
 @pytest.mark.parametrize(
-    'response',
+    'response, resumable',
     [
-        pytest.param(lambda b: FakeResponse(b, cut=len(b) // 2), id='connection_dropped'),
-        pytest.param(lambda b: FakeResponse(b[: len(b) // 2], length=len(b)), id='short_body'),
-        pytest.param(lambda b: FakeResponse(b[:-1] + bytes([b[-1] ^ 1])), id='corrupted'),
+        pytest.param(lambda b: FakeResponse(b, cut=len(b) // 2), True, id='connection_dropped'),
+        pytest.param(
+            lambda b: FakeResponse(b[: len(b) // 2], length=len(b)), True, id='short_body'
+        ),
+        pytest.param(lambda b: FakeResponse(b[:-1] + bytes([b[-1] ^ 1])), False, id='corrupted'),
     ],
 )
 def test_bad_download_never_leaves_a_complete_looking_file(
-    tmp_path, lzma_bytes, sqlite_release, monkeypatch, response
+    tmp_path, lzma_bytes, sqlite_release, monkeypatch, response, resumable
 ):
-  monkeypatch.setattr(emnist, '_CHUNK', 4096)
+  monkeypatch.setattr(download, '_CHUNK', 4096)
   serve(monkeypatch, {sqlite_release.url: lambda: response(lzma_bytes)})
   with pytest.raises(DatasetNotFoundError) as info:
     emnist.load_data(cache_dir=tmp_path)
   assert str(tmp_path / 'emnist_all.sqlite') in str(info.value)
-  assert listing(tmp_path) == []  # Neither the final file nor a temporary one.
+  # Nothing under a final name; an interrupted download keeps its bytes (hidden, to resume).
+  assert listing(tmp_path) == (['.emnist_all.sqlite.lzma.partial'] if resumable else [])
   assert not emnist.available(cache_dir=tmp_path)
+
+
+class RangeResponse(FakeResponse):
+  """A server honouring ``Range: bytes=start-`` with a 206 answer."""
+
+  def __init__(self, data: bytes, start: int):
+    super().__init__(data[start:])
+    self.status = 206 if start else 200
+    if start:
+      self.headers['Content-Range'] = f'bytes {start}-{len(data) - 1}/{len(data)}'
+
+
+def test_interrupted_download_resumes_where_it_stopped(
+    tmp_path, data, lzma_bytes, sqlite_release, monkeypatch
+):
+  monkeypatch.setattr(download, '_CHUNK', 4096)
+  starts = []
+
+  def open_url(url, start=0):
+    if url != sqlite_release.url:
+      raise urllib.error.HTTPError(url, 404, 'Not Found', {}, None)
+    starts.append(start)
+    if len(starts) == 1:
+      return FakeResponse(lzma_bytes, cut=len(lzma_bytes) // 2)
+    return RangeResponse(lzma_bytes, start)
+
+  monkeypatch.setattr(download, '_open_url', open_url)
+  with pytest.raises(DatasetNotFoundError, match='resume'):
+    emnist.load_data(cache_dir=tmp_path)
+  half = (tmp_path / '.emnist_all.sqlite.lzma.partial').stat().st_size
+  assert 0 < half < len(lzma_bytes)
+  train, _ = emnist.load_data(cache_dir=tmp_path)
+  assert starts == [0, half]
+  assert_matches(train, data['digits_only_train'])
+  assert listing(tmp_path) == ['emnist_all.sqlite']
 
 
 def test_download_with_wrong_client_count_is_rejected(

@@ -11,3 +11,11 @@ class DatasetNotFoundError(FileNotFoundError):
   The message names the missing file, the full path to place it at and the URL to fetch it from.
   It subclasses ``FileNotFoundError`` (an ``OSError``), so ``except OSError`` also catches it.
   """
+
+
+class CorruptDatasetError(DatasetNotFoundError):
+  """A cached or downloaded dataset file is incomplete, damaged, or not the published release.
+
+  The message names the file and what to do (usually: delete it and load again). A subclass of
+  :class:`DatasetNotFoundError`: the usable data is, in effect, missing.
+  """
