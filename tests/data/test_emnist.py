@@ -2,8 +2,8 @@
 
 No network: every test runs with the module's one network entry point (``_open_url``) replaced by a
 function that fails the test, except the download tests, which serve local bytes through a fake.
-The tf.train.Example bytes are made by a tiny protobuf encoder written here, independently of the
-decoder under test (and cross-checked against the real protobuf runtime when it is installed).
+The tf.train.Example bytes are made by the independent encoder in tff_files.py (cross-checked
+against the protobuf runtime in test_tf_example.py).
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ import lzma
 import os
 import pickle
 import sqlite3
-import struct
 import sys
 import tarfile
 import urllib.error
 
 import numpy as np
 import pytest
+from tff_files import encode_example, write_sql_client_data
 
 from fedjax_like.data.sources import DatasetNotFoundError, download, emnist, handles, tf_example
 
@@ -37,53 +37,6 @@ SPLITS = {
     'all_train': (ALL_CLIENTS, 62),
     'all_test': (TEST_SIZES, 62),
 }
-
-
-# An independent, minimal protobuf encoder for tf.train.Example ------------------------------------
-
-
-def _varint(n: int) -> bytes:
-  n &= (1 << 64) - 1  # int64 is encoded as its 64-bit two's complement.
-  out = bytearray()
-  while True:
-    low = n & 0x7F
-    n >>= 7
-    if n:
-      out.append(low | 0x80)
-    else:
-      out.append(low)
-      return bytes(out)
-
-
-def _tag(field: int, wire: int) -> bytes:
-  return _varint(field << 3 | wire)
-
-
-def _len_delim(field: int, payload: bytes) -> bytes:
-  return _tag(field, 2) + _varint(len(payload)) + payload
-
-
-def encode_example(features: dict, packed: bool = True) -> bytes:
-  """``{name: ('float' | 'int64' | 'bytes', values)}`` -> serialized tf.train.Example."""
-  entries = b''
-  for name, (kind, values) in features.items():
-    if kind == 'float':
-      if packed:
-        value_list = _len_delim(1, struct.pack(f'<{len(values)}f', *values))
-      else:
-        value_list = b''.join(_tag(1, 5) + struct.pack('<f', v) for v in values)
-      feature = _len_delim(2, value_list)
-    elif kind == 'int64':
-      if packed:
-        value_list = _len_delim(1, b''.join(_varint(int(v)) for v in values))
-      else:
-        value_list = b''.join(_tag(1, 0) + _varint(int(v)) for v in values)
-      feature = _len_delim(3, value_list)
-    else:
-      feature = _len_delim(1, b''.join(_len_delim(1, v) for v in values))
-    entry = _len_delim(1, name.encode('utf-8')) + _len_delim(2, feature)
-    entries += _len_delim(1, entry)  # Features.feature (map entry)
-  return _len_delim(1, entries)  # Example.features
 
 
 def encode_emnist_example(pixels: np.ndarray, label: int) -> bytes:
@@ -111,39 +64,15 @@ def make_data(seed: int = 0) -> dict:
 
 
 def write_tff_sqlite(path, data: dict, with_index: bool = True) -> None:
-  """TFF SqlClientData's schema; rows of different clients interleaved, as any table may be."""
-  with sqlite3.connect(path) as con:
-    con.execute(
-        'CREATE TABLE examples (split_name TEXT NOT NULL, client_id TEXT NOT NULL, '
-        'serialized_example_proto BLOB NOT NULL);'
-    )
-    con.execute(
-        'CREATE TABLE client_metadata (client_id TEXT NOT NULL, split_name TEXT NOT NULL, '
-        'num_examples INTEGER NOT NULL);'
-    )
-    if with_index:
-      con.execute('CREATE INDEX idx_client_id_split ON examples (split_name, client_id);')
-      con.execute('CREATE INDEX idx_metadata_client_id ON client_metadata (client_id);')
-    streams = [
-        (split, client, arrays)
-        for split, clients in data.items()
-        for client, arrays in clients.items()
-    ]
-    longest = max(len(a['label']) for _, _, a in streams)
-    for i in range(longest):  # Round robin: client rows are not contiguous.
-      for split, client, arrays in streams:
-        if i < len(arrays['label']):
-          con.execute(
-              'INSERT INTO examples (split_name, client_id, serialized_example_proto) '
-              'VALUES (?, ?, ?);',
-              (split, client, encode_emnist_example(arrays['pixels'][i], arrays['label'][i])),
-          )
-    for split, client, arrays in reversed(streams):
-      con.execute(
-          'INSERT INTO client_metadata (client_id, split_name, num_examples) VALUES (?, ?, ?);',
-          (client, split, len(arrays['label'])),
-      )
-  con.close()
+  """TFF SqlClientData's schema, rows of different clients interleaved."""
+  rows = {
+      split: {
+          client: [encode_emnist_example(p, y) for p, y in zip(a['pixels'], a['label'], strict=True)]
+          for client, a in clients.items()
+      }
+      for split, clients in data.items()
+  }
+  write_sql_client_data(path, rows, with_index=with_index)
 
 
 def write_tff_hdf5(path, clients: dict) -> None:
@@ -603,121 +532,3 @@ def test_download_falls_back_to_hdf5(tmp_path, data, tar_bytes, hdf5_release, mo
   assert_matches(test, data['digits_only_test'])
   # The downloaded archive is removed once extracted and verified.
   assert listing(tmp_path) == ['fed_emnist_digitsonly_test.h5', 'fed_emnist_digitsonly_train.h5']
-
-
-# The tf.train.Example decoder ---------------------------------------------------------------------
-
-
-def test_parse_example_kinds_and_encodings():
-  floats = [0.0, 1.0, -2.5, 3.4028234663852886e38, 1e-45]
-  ints = [0, 1, -1, 2**63 - 1, -(2**63), 300]
-  for packed in (True, False):
-    parsed = emnist.parse_example(
-        encode_example(
-            {'f': ('float', floats), 'i': ('int64', ints), 'b': ('bytes', [b'', b'abc'])},
-            packed=packed,
-        )
-    )
-    assert parsed['f'].dtype == np.float32 and parsed['i'].dtype == np.int64
-    np.testing.assert_array_equal(parsed['f'], np.asarray(floats, dtype=np.float32))
-    np.testing.assert_array_equal(parsed['i'], np.asarray(ints, dtype=np.int64))
-    assert parsed['b'] == [b'', b'abc']
-  assert emnist.parse_example(b'') == {}
-
-
-def test_parse_example_skips_unknown_fields_and_merges_like_protobuf():
-  unknown = _tag(7, 0) + _varint(5) + _tag(8, 1) + b'\0' * 8 + _tag(9, 5) + b'\0' * 4
-  unknown += _len_delim(10, b'xyz')
-  first = encode_example({'a': ('int64', [1]), 'b': ('float', [1.0])})
-  second = encode_example({'a': ('int64', [2, 3])})
-  parsed = emnist.parse_example(unknown + first + unknown + second)
-  np.testing.assert_array_equal(parsed['a'], [2, 3])  # Map key seen again: the later entry wins.
-  np.testing.assert_array_equal(parsed['b'], [1.0])
-  empty_feature = _len_delim(1, _len_delim(1, _len_delim(1, b'e') + _len_delim(2, b'')))
-  assert emnist.parse_example(empty_feature) == {'e': None}
-
-
-@pytest.mark.parametrize(
-    'blob',
-    [b'\x0a\x05\x0a', b'\x0a', b'\xff' * 11, b'\x0b', b'\x00\x00'],
-    ids=['overrun', 'no_length', 'long_varint', 'group_wire_type', 'field_zero'],
-)
-def test_parse_example_rejects_malformed_bytes(blob):
-  with pytest.raises(emnist.ProtoDecodeError):
-    emnist.parse_example(blob)
-
-
-def _protobuf_example_class():
-  """tf.train.Example built from its .proto definition with the protobuf runtime (no TF)."""
-  pytest.importorskip('google.protobuf')
-  from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-
-  F = descriptor_pb2.FieldDescriptorProto
-  proto = descriptor_pb2.FileDescriptorProto(
-      name='fedjax_like_test_example.proto', package='fedjax_like_test', syntax='proto3'
-  )
-
-  def message(name, fields, nested=()):
-    m = proto.message_type.add(name=name)
-    for spec in fields:
-      m.field.add(**spec)
-    for n in nested:
-      m.nested_type.add().CopyFrom(n)
-    return m
-
-  rep, opt = F.LABEL_REPEATED, F.LABEL_OPTIONAL
-  message('BytesList', [dict(name='value', number=1, label=rep, type=F.TYPE_BYTES)])
-  message('FloatList', [dict(name='value', number=1, label=rep, type=F.TYPE_FLOAT)])
-  message('Int64List', [dict(name='value', number=1, label=rep, type=F.TYPE_INT64)])
-  kinds = [('bytes_list', 'BytesList'), ('float_list', 'FloatList'), ('int64_list', 'Int64List')]
-  feature = message(
-      'Feature',
-      [
-          dict(name=n, number=i, label=opt, type=F.TYPE_MESSAGE, type_name=f'.fedjax_like_test.{t}',
-               oneof_index=0)
-          for i, (n, t) in enumerate(kinds, start=1)
-      ],
-  )
-  feature.oneof_decl.add(name='kind')
-  entry = descriptor_pb2.DescriptorProto(name='FeatureEntry')
-  entry.field.add(name='key', number=1, label=opt, type=F.TYPE_STRING)
-  entry.field.add(
-      name='value', number=2, label=opt, type=F.TYPE_MESSAGE, type_name='.fedjax_like_test.Feature'
-  )
-  entry.options.map_entry = True
-  message(
-      'Features',
-      [dict(name='feature', number=1, label=rep, type=F.TYPE_MESSAGE,
-            type_name='.fedjax_like_test.Features.FeatureEntry')],
-      nested=[entry],
-  )
-  message(
-      'Example',
-      [dict(name='features', number=1, label=opt, type=F.TYPE_MESSAGE,
-            type_name='.fedjax_like_test.Features')],
-  )
-  pool = descriptor_pool.DescriptorPool()
-  pool.Add(proto)
-  return message_factory.GetMessageClass(pool.FindMessageTypeByName('fedjax_like_test.Example'))
-
-
-def test_decoder_and_test_encoder_agree_with_protobuf_runtime():
-  example_class = _protobuf_example_class()
-  rng = np.random.default_rng(1)
-  pixels = rng.random(784, dtype=np.float32)
-  example = example_class()
-  example.features.feature['pixels'].float_list.value.extend(pixels.tolist())
-  example.features.feature['label'].int64_list.value.append(61)
-  example.features.feature['neg'].int64_list.value.extend([-5, 2**40])
-  example.features.feature['id'].bytes_list.value.append(b'f0000_14')
-  parsed = emnist.parse_example(example.SerializeToString())
-  np.testing.assert_array_equal(parsed['pixels'], pixels)
-  np.testing.assert_array_equal(parsed['label'], [61])
-  np.testing.assert_array_equal(parsed['neg'], [-5, 2**40])
-  assert parsed['id'] == [b'f0000_14']
-  # And the encoder these tests use writes what protobuf reads.
-  ours = example_class.FromString(encode_emnist_example(pixels.reshape(28, 28), 7))
-  np.testing.assert_array_equal(
-      np.asarray(ours.features.feature['pixels'].float_list.value, np.float32), pixels
-  )
-  assert list(ours.features.feature['label'].int64_list.value) == [7]
