@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from fedjax_like.data.client_data import ClientData
-from fedjax_like.data.sources import CorruptDatasetError, handles, tf_example
+from fedjax_like.data.sources import CorruptDatasetError, download, handles, tf_example
 
 _log = logging.getLogger(__name__)
 
@@ -268,3 +268,38 @@ def load_and_parse_sql_client_data(
   if not os.path.isfile(path):
     raise FileNotFoundError(f'No such file: {path}')
   return handles.open_shared(SqlReader, path).client_data(split_name, element_spec)
+
+
+def load_release(
+    release: download.Release,
+    cache_dir: str | os.PathLike[str] | None,
+    *,
+    name: str,
+    what: str,
+    splits: tuple[str, ...],
+    spec: Mapping[str, tf_example.FixedLenFeature],
+    postprocess: _Postprocess | None,
+    num_clients: Mapping[str, int],
+    allow_download: bool = True,
+) -> tuple[ClientData, ...]:
+  """The splits of one of TFF's published ``<name>.sqlite.lzma`` files, as lazy ClientData.
+
+  Finds ``<cache_dir>/<name>.sqlite`` (or the ``.lzma`` placed there, or downloads it) through
+  :func:`download.get_compressed_file`, checking a freshly decompressed file's schema and client
+  counts (``num_clients``, ``{split: count}``) before it takes its final name.
+
+  Raises:
+    DatasetNotFoundError: not cached and not downloaded; the message names the file, where to put
+      it and the URL.
+    CorruptDatasetError: a cached file is damaged or not in TFF's schema.
+  """
+  directory = download.resolve_cache_dir(cache_dir, name)
+  verify = functools.partial(check_client_counts, expected=dict(num_clients))
+  path = download.get_compressed_file(
+      release, directory, download=allow_download, verify=verify, what=what, name=name
+  )
+  try:
+    reader = handles.open_shared(SqlReader, path)
+  except CorruptDatasetError as e:
+    raise CorruptDatasetError(f'{e} Or replace it with the decompressed {release.url}.') from None
+  return tuple(reader.client_data(split, spec, postprocess) for split in splits)
