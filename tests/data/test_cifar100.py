@@ -83,7 +83,8 @@ def test_wrong_image_size_names_the_client(tmp_path):
   data['train']['3']['image'] = data['train']['3']['image'][:, :16]
   write(tmp_path / 'cifar100.sqlite', data)
   train, _ = cifar100.load_data(cache_dir=tmp_path, download=False)
-  with pytest.raises(CorruptDatasetError, match="client '3', example 0: feature 'image' should hold 3072"):
+  message = "client '3', example 0: feature 'image' should hold 3072"
+  with pytest.raises(CorruptDatasetError, match=message):
     train.dataset_for_client('3')
 
 

@@ -67,7 +67,9 @@ def write_tff_sqlite(path, data: dict, with_index: bool = True) -> None:
   """TFF SqlClientData's schema, rows of different clients interleaved."""
   rows = {
       split: {
-          client: [encode_emnist_example(p, y) for p, y in zip(a['pixels'], a['label'], strict=True)]
+          client: [
+              encode_emnist_example(p, y) for p, y in zip(a['pixels'], a['label'], strict=True)
+          ]
           for client, a in clients.items()
       }
       for split, clients in data.items()

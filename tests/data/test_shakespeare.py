@@ -99,7 +99,8 @@ def test_download_verifies_client_counts(tmp_path, monkeypatch):
   urls = []
   monkeypatch.setattr(download, '_open_url', lambda url, start=0: urls.append(url) or Response())
   monkeypatch.setattr(shakespeare, '_NUM_CLIENTS', {'train': 715, 'test': 715})
-  with pytest.raises(DatasetNotFoundError, match="split 'train' has 3 clients; TFF's release has 715"):
+  message = "split 'train' has 3 clients; TFF's release has 715"
+  with pytest.raises(DatasetNotFoundError, match=message):
     shakespeare.load_data(cache_dir=tmp_path / 'c')
   assert urls == [download.BASE_URL + 'shakespeare.sqlite.lzma']
   assert sorted(p.name for p in (tmp_path / 'c').iterdir()) == []

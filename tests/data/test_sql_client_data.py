@@ -78,7 +78,8 @@ def test_client_data_pickles_and_reopens(db):
 
 
 def test_unknown_split_lists_the_splits(db):
-  with pytest.raises(CorruptDatasetError, match=r"no clients in split 'heldout'.*\['test', 'train'\]"):
+  message = r"no clients in split 'heldout'.*\['test', 'train'\]"
+  with pytest.raises(CorruptDatasetError, match=message):
     sql_client_data.load_and_parse_sql_client_data(db, SPEC, 'heldout')
 
 

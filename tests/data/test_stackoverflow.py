@@ -1,4 +1,4 @@
-"""Tests for federated StackOverflow and its side files, on tiny files in TFF's formats built here."""
+"""Tests for federated StackOverflow and its side files, on tiny files in TFF's formats."""
 
 from __future__ import annotations
 

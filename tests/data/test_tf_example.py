@@ -136,7 +136,7 @@ def test_decoder_and_test_encoder_agree_with_protobuf_runtime():
   assert list(ours.features.feature['label'].int64_list.value) == [7]
 
 
-# parse_examples: tf.io.parse_example with FixedLenFeature ------------------------------------------
+# parse_examples: tf.io.parse_example with FixedLenFeature -----------------------------------------
 
 
 def test_parse_examples_stacks_shapes_and_dtypes_in_spec_order():
@@ -168,7 +168,8 @@ def test_parse_examples_stacks_shapes_and_dtypes_in_spec_order():
 
 
 def test_parse_examples_of_nothing_gives_empty_arrays():
-  out = parse_examples([], {'s': FixedLenFeature((), 'string'), 'x': FixedLenFeature((2,), 'int64')})
+  spec = {'s': FixedLenFeature((), 'string'), 'x': FixedLenFeature((2,), 'int64')}
+  out = parse_examples([], spec)
   assert out['s'].shape == (0,) and out['x'].shape == (0, 2) and out['x'].dtype == np.int64
 
 

@@ -69,7 +69,8 @@ def test_matches_tff_pipeline_without_shuffle(batch_size, sequence_length):
   dataset = Dataset({'snippets': np.array(SNIPPETS, dtype=object)}, client_id='c')
   batched = shakespeare.create_preprocess_fn(spec, sequence_length)(dataset)
   assert batched.client_id == 'c'
-  assert_same(batched, reference(SNIPPETS, batch_size, sequence_length), batch_size, sequence_length)
+  expected = reference(SNIPPETS, batch_size, sequence_length)
+  assert_same(batched, expected, batch_size, sequence_length)
 
 
 def test_repeat_then_take_counts_snippets_after_the_repeat():

@@ -3,8 +3,8 @@
 Each source module (:mod:`.emnist`, :mod:`.shakespeare`, :mod:`.cifar100`, :mod:`.stackoverflow`)
 finds its files in a local cache, downloads them on first use when allowed, and builds a lazy
 :class:`~fedjax_like.data.ClientData`. They share the readers: :mod:`.tf_example` (the
-``tf.train.Example`` decoder), :mod:`.sql_client_data` (TFF's SQLite layout), :mod:`.hdf5_client_data`
-(TFF's older HDF5 layout), :mod:`.handles` (one open handle per file) and :mod:`.download`
+``tf.train.Example`` decoder), :mod:`.sql_client_data` (TFF's SQLite layout),
+:mod:`.hdf5_client_data` (TFF's older HDF5 layout), :mod:`.handles` (one open handle per file) and :mod:`.download`
 (resumable, verified, atomic downloads and the offline error).
 """
 

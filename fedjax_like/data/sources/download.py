@@ -131,16 +131,13 @@ def progress(total: int | None, desc: str, initial: int = 0) -> Iterator[Callabl
 
 
 def _fsync_dir(directory: str) -> None:
-  try:
+  """Makes a rename in ``directory`` durable, where the platform allows it."""
+  with contextlib.suppress(OSError):
     fd = os.open(directory, os.O_RDONLY)
-  except OSError:
-    return
-  try:
-    os.fsync(fd)
-  except OSError:
-    pass
-  finally:
-    os.close(fd)
+    try:
+      os.fsync(fd)
+    finally:
+      os.close(fd)
 
 
 _DIR_LOCKS: dict[str, list[Any]] = {}  # realpath -> [RLock, locked fd or None, depth]
@@ -400,15 +397,9 @@ def get_compressed_file(
 
   In order: ``<directory>/<name>`` (the filename without ``.lzma``) if present; else a
   ``<filename>.lzma`` placed there, decompressed (and kept); else, when ``download``, a download
-  (resumable), decompressed, then removed. ``verify(path)`` checks a freshly decompressed file.
-
-  Args:
-    release: the published ``.lzma`` file.
-    directory: the cache directory.
-    download: whether the network may be used.
-    verify: raises CorruptDatasetError for a decompressed file that is not the release.
-    what: the dataset's name in error messages.
-    name: the cache subdirectory name (for the FEDJAX_LIKE_CACHE hint).
+  (resumable), decompressed, then removed. ``verify(path)`` checks a freshly decompressed file
+  (raising CorruptDatasetError); ``what`` names the dataset in errors and ``name`` is its cache
+  subdirectory (for the FEDJAX_LIKE_CACHE hint).
 
   Raises:
     DatasetNotFoundError: not cached and ``download`` is False or the download failed; the

@@ -252,7 +252,9 @@ def _ensure_local(paths: _Paths, allow_download: bool) -> str:
 def _not_found_message(paths: _Paths, reason: str) -> str:
   tar = _HDF5[paths.only_digits]
   choices = [
-      download.lzma_choice(_SQLITE, paths.sqlite, paths.sqlite_lzma, " (TFF's current SQLite format)"),
+      download.lzma_choice(
+          _SQLITE, paths.sqlite, paths.sqlite_lzma, " (TFF's current SQLite format)"
+      ),
       f"{paths.h5_train} and {paths.h5_test}  (TFF's older HDF5 format, needs {_INSTALL_HINT}): "
       f'extract them from {tar.url}, or place that archive itself at {paths.tar}',
   ]

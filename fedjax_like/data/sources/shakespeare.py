@@ -10,8 +10,8 @@ snippet in each split (16,068 train and 2,356 test snippets in all).
 The file is TFF's ``shakespeare.sqlite.lzma`` (``_RELEASE.url``), in TFF's SqlClientData schema
 (:mod:`.sql_client_data`) with splits ``train`` and ``test``; each row's ``tf.train.Example`` holds
 one bytes feature ``snippets``. It is looked for in ``cache_dir`` (default
-``$FEDJAX_LIKE_CACHE/shakespeare`` or ``~/.cache/fedjax_like/shakespeare``) as ``shakespeare.sqlite``
-(e.g. copied from TFF's own cache), else as ``shakespeare.sqlite.lzma``, else downloaded
+``$FEDJAX_LIKE_CACHE/shakespeare`` or ``~/.cache/fedjax_like/shakespeare``) as
+``shakespeare.sqlite`` (e.g. copied from TFF's own cache), else as ``shakespeare.sqlite.lzma``, else downloaded
 (:mod:`.download`: resumable, checked, atomic).
 """
 

@@ -179,7 +179,8 @@ class SqlReader:
     if self._indexed[split is not None]:
       # TFF's query, verbatim but for the bound parameters, so rows come back in TFF's order.
       if split is None:
-        sql, args = 'SELECT serialized_example_proto FROM examples WHERE client_id = ?', (client_id,)
+        sql = 'SELECT serialized_example_proto FROM examples WHERE client_id = ?'
+        args = (client_id,)
       else:
         sql = 'SELECT serialized_example_proto FROM examples WHERE client_id = ? and split_name = ?'
         args = (client_id, split)

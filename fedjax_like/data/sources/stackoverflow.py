@@ -15,8 +15,8 @@ questions and answers) in TFF's order. Each example, in TFF's (lexicographic) ke
 (bytes features are object arrays of Python ``bytes``, ``[n]`` per client; TFF's are ``tf.string``.)
 The file is TFF's ``stackoverflow.sqlite.lzma`` (``_RELEASE.url``) in TFF's SqlClientData schema
 (:mod:`.sql_client_data`), splits ``train``, ``heldout`` and ``test``; it is looked for in
-``cache_dir`` (default ``$FEDJAX_LIKE_CACHE/stackoverflow`` or ``~/.cache/fedjax_like/stackoverflow``)
-as ``stackoverflow.sqlite``, else ``stackoverflow.sqlite.lzma``, else downloaded.
+``cache_dir`` (default ``$FEDJAX_LIKE_CACHE/stackoverflow`` or
+``~/.cache/fedjax_like/stackoverflow``) as ``stackoverflow.sqlite``, else ``stackoverflow.sqlite.lzma``, else downloaded.
 
 :func:`load_word_counts` and :func:`load_tag_counts` read TFF's side files
 ``stackoverflow.word_count`` (lines ``word count``, most frequent first) and

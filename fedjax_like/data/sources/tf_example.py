@@ -220,7 +220,7 @@ def _check_spec(spec: Mapping[str, FixedLenFeature]) -> None:
 
 
 def _fixed_value(features: dict[str, Any], name: str, feature: FixedLenFeature) -> Any:
-  """``tf.io.FixedLenFeature``'s check: present, of the right kind, exactly ``prod(shape)`` values."""
+  """``tf.io.FixedLenFeature``'s check: present, of the right kind, ``prod(shape)`` values."""
   kind, dtype = _SPEC_KINDS[feature.dtype]
   count = int(np.prod(feature.shape, dtype=np.int64))
   value = features.get(name)
