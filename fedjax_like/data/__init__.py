@@ -4,17 +4,20 @@ from fedjax_like.data import sampling, sources
 from fedjax_like.data.client_data import ClientData
 from fedjax_like.data.dataset import BatchedDataset, Dataset
 from fedjax_like.data.packing import PackedCohort, pack_cohort, validate_cohort
-from fedjax_like.data.sources import digits, emnist
+from fedjax_like.data.sources import cifar100, digits, emnist, shakespeare, stackoverflow
 
 __all__ = [
     'BatchedDataset',
     'ClientData',
     'Dataset',
     'PackedCohort',
+    'cifar100',
     'digits',
     'emnist',
     'pack_cohort',
     'sampling',
+    'shakespeare',
     'sources',
+    'stackoverflow',
     'validate_cohort',
 ]

@@ -2,8 +2,8 @@
 
 No network: every test runs with the module's one network entry point (``_open_url``) replaced by a
 function that fails the test, except the download tests, which serve local bytes through a fake.
-The tf.train.Example bytes are made by a tiny protobuf encoder written here, independently of the
-decoder under test (and cross-checked against the real protobuf runtime when it is installed).
+The tf.train.Example bytes are made by the independent encoder in tff_files.py (cross-checked
+against the protobuf runtime in test_tf_example.py).
 """
 
 from __future__ import annotations
@@ -15,15 +15,15 @@ import lzma
 import os
 import pickle
 import sqlite3
-import struct
 import sys
 import tarfile
 import urllib.error
 
 import numpy as np
 import pytest
+from tff_files import encode_example, write_sql_client_data
 
-from fedjax_like.data.sources import DatasetNotFoundError, emnist
+from fedjax_like.data.sources import DatasetNotFoundError, download, emnist, handles, tf_example
 
 # Small stand-ins for the real populations. Ids sort differently from insertion order, and
 # 'F0001_00' < 'f0000_14' in code-point order (TFF sorts with Python's sorted()).
@@ -37,53 +37,6 @@ SPLITS = {
     'all_train': (ALL_CLIENTS, 62),
     'all_test': (TEST_SIZES, 62),
 }
-
-
-# An independent, minimal protobuf encoder for tf.train.Example ------------------------------------
-
-
-def _varint(n: int) -> bytes:
-  n &= (1 << 64) - 1  # int64 is encoded as its 64-bit two's complement.
-  out = bytearray()
-  while True:
-    low = n & 0x7F
-    n >>= 7
-    if n:
-      out.append(low | 0x80)
-    else:
-      out.append(low)
-      return bytes(out)
-
-
-def _tag(field: int, wire: int) -> bytes:
-  return _varint(field << 3 | wire)
-
-
-def _len_delim(field: int, payload: bytes) -> bytes:
-  return _tag(field, 2) + _varint(len(payload)) + payload
-
-
-def encode_example(features: dict, packed: bool = True) -> bytes:
-  """``{name: ('float' | 'int64' | 'bytes', values)}`` -> serialized tf.train.Example."""
-  entries = b''
-  for name, (kind, values) in features.items():
-    if kind == 'float':
-      if packed:
-        value_list = _len_delim(1, struct.pack(f'<{len(values)}f', *values))
-      else:
-        value_list = b''.join(_tag(1, 5) + struct.pack('<f', v) for v in values)
-      feature = _len_delim(2, value_list)
-    elif kind == 'int64':
-      if packed:
-        value_list = _len_delim(1, b''.join(_varint(int(v)) for v in values))
-      else:
-        value_list = b''.join(_tag(1, 0) + _varint(int(v)) for v in values)
-      feature = _len_delim(3, value_list)
-    else:
-      feature = _len_delim(1, b''.join(_len_delim(1, v) for v in values))
-    entry = _len_delim(1, name.encode('utf-8')) + _len_delim(2, feature)
-    entries += _len_delim(1, entry)  # Features.feature (map entry)
-  return _len_delim(1, entries)  # Example.features
 
 
 def encode_emnist_example(pixels: np.ndarray, label: int) -> bytes:
@@ -111,39 +64,17 @@ def make_data(seed: int = 0) -> dict:
 
 
 def write_tff_sqlite(path, data: dict, with_index: bool = True) -> None:
-  """TFF SqlClientData's schema; rows of different clients interleaved, as any table may be."""
-  with sqlite3.connect(path) as con:
-    con.execute(
-        'CREATE TABLE examples (split_name TEXT NOT NULL, client_id TEXT NOT NULL, '
-        'serialized_example_proto BLOB NOT NULL);'
-    )
-    con.execute(
-        'CREATE TABLE client_metadata (client_id TEXT NOT NULL, split_name TEXT NOT NULL, '
-        'num_examples INTEGER NOT NULL);'
-    )
-    if with_index:
-      con.execute('CREATE INDEX idx_client_id_split ON examples (split_name, client_id);')
-      con.execute('CREATE INDEX idx_metadata_client_id ON client_metadata (client_id);')
-    streams = [
-        (split, client, arrays)
-        for split, clients in data.items()
-        for client, arrays in clients.items()
-    ]
-    longest = max(len(a['label']) for _, _, a in streams)
-    for i in range(longest):  # Round robin: client rows are not contiguous.
-      for split, client, arrays in streams:
-        if i < len(arrays['label']):
-          con.execute(
-              'INSERT INTO examples (split_name, client_id, serialized_example_proto) '
-              'VALUES (?, ?, ?);',
-              (split, client, encode_emnist_example(arrays['pixels'][i], arrays['label'][i])),
-          )
-    for split, client, arrays in reversed(streams):
-      con.execute(
-          'INSERT INTO client_metadata (client_id, split_name, num_examples) VALUES (?, ?, ?);',
-          (client, split, len(arrays['label'])),
-      )
-  con.close()
+  """TFF SqlClientData's schema, rows of different clients interleaved."""
+  rows = {
+      split: {
+          client: [
+              encode_emnist_example(p, y) for p, y in zip(a['pixels'], a['label'], strict=True)
+          ]
+          for client, a in clients.items()
+      }
+      for split, clients in data.items()
+  }
+  write_sql_client_data(path, rows, with_index=with_index)
 
 
 def write_tff_hdf5(path, clients: dict) -> None:
@@ -167,12 +98,12 @@ def offline(monkeypatch, tmp_path):
   def no_network(url, *args, **kwargs):
     pytest.fail(f'test tried to use the network: {url}')
 
-  monkeypatch.setattr(emnist, '_open_url', no_network)
+  monkeypatch.setattr(download, '_open_url', no_network)
   monkeypatch.setattr('urllib.request.urlopen', no_network)
   monkeypatch.setenv('FEDJAX_LIKE_CACHE', str(tmp_path / 'env_cache'))
   monkeypatch.setattr(emnist, '_NUM_CLIENTS', {True: len(DIGIT_CLIENTS), False: len(ALL_CLIENTS)})
   yield
-  emnist._close_readers()
+  handles.close_all()
 
 
 @pytest.fixture(scope='module')
@@ -195,7 +126,7 @@ def lzma_bytes(sqlite_bytes):
 @pytest.fixture
 def sqlite_release(monkeypatch, sqlite_bytes, lzma_bytes):
   """Points the module at our small 'published' file: its size and SHA-256."""
-  release = emnist._Release(
+  release = download.Release(
       url=emnist._SQLITE.url,
       size=len(lzma_bytes),
       sha256=sha256(lzma_bytes),
@@ -221,7 +152,7 @@ def tar_bytes(data, tmp_path_factory):
 
 @pytest.fixture
 def hdf5_release(monkeypatch, tar_bytes):
-  release = emnist._Release(url=emnist._HDF5[True].url, size=None, sha256=sha256(tar_bytes))
+  release = download.Release(url=emnist._HDF5[True].url, size=None, sha256=sha256(tar_bytes))
   monkeypatch.setitem(emnist._HDF5, True, release)
   return release
 
@@ -282,7 +213,7 @@ def test_works_without_tqdm(tmp_path, data, lzma_bytes, sqlite_release, monkeypa
 
 
 def test_sqlite_lzma_with_wrong_checksum_is_rejected(tmp_path, lzma_bytes, monkeypatch):
-  monkeypatch.setattr(emnist, '_SQLITE', emnist._Release(emnist._SQLITE.url, None, '0' * 64))
+  monkeypatch.setattr(emnist, '_SQLITE', download.Release(emnist._SQLITE.url, None, '0' * 64))
   (tmp_path / 'emnist_all.sqlite.lzma').write_bytes(lzma_bytes)
   with pytest.raises(emnist.CorruptDatasetError, match='SHA-256'):
     emnist.load_data(cache_dir=tmp_path, download=False)
@@ -317,8 +248,8 @@ def test_leftover_partial_files_are_ignored(tmp_path, sqlite_bytes):
 def test_loading_is_lazy(tmp_path, data, monkeypatch):
   write_tff_sqlite(tmp_path / 'emnist_all.sqlite', data)
   calls = []
-  parse = emnist.parse_example
-  monkeypatch.setattr(emnist, 'parse_example', lambda b: calls.append(1) or parse(b))
+  parse = tf_example.parse_example
+  monkeypatch.setattr(tf_example, 'parse_example', lambda b: calls.append(1) or parse(b))
   train, test = emnist.load_data(cache_dir=tmp_path, download=False)
   assert train.client_sizes()['f0100_07'] == 45 and len(test) == 3
   assert not calls  # Ids and sizes come from client_metadata; nothing decoded yet.
@@ -331,7 +262,7 @@ def test_one_connection_per_file_shared_by_splits_and_threads(tmp_path, data, mo
   connects = []
   connect = sqlite3.connect
   counting = lambda *a, **k: connects.append(a) or connect(*a, **k)
-  monkeypatch.setattr(emnist.sqlite3, 'connect', counting)
+  monkeypatch.setattr(sqlite3, 'connect', counting)
   train, test = emnist.load_data(cache_dir=tmp_path, download=False)
   all_train, _ = emnist.load_data(only_digits=False, cache_dir=tmp_path, download=False)
   assert len(connects) == 1
@@ -462,10 +393,10 @@ def test_offline_error_names_paths_and_urls(tmp_path):
 
 
 def test_failed_download_raises_not_found_and_leaves_nothing(tmp_path, monkeypatch):
-  def unreachable(url):
+  def unreachable(url, start=0):
     raise urllib.error.URLError('Name or service not known')
 
-  monkeypatch.setattr(emnist, '_open_url', unreachable)
+  monkeypatch.setattr(download, '_open_url', unreachable)
   with pytest.raises(DatasetNotFoundError) as info:
     emnist.load_data(only_digits=False, cache_dir=tmp_path)
   assert str(tmp_path / 'emnist_all.sqlite') in str(info.value)
@@ -503,18 +434,18 @@ class FakeResponse(io.BytesIO):
 def serve(monkeypatch, files: dict) -> list[str]:
   requested = []
 
-  def open_url(url):
+  def open_url(url, start=0):
     requested.append(url)
     if url not in files:
       raise urllib.error.HTTPError(url, 404, 'Not Found', {}, None)
     return files[url]()
 
-  monkeypatch.setattr(emnist, '_open_url', open_url)
+  monkeypatch.setattr(download, '_open_url', open_url)
   return requested
 
 
 def test_download_sqlite(tmp_path, data, lzma_bytes, sqlite_release, monkeypatch):
-  monkeypatch.setattr(emnist, '_CHUNK', 4096)  # Many chunks through the streaming decompressor.
+  monkeypatch.setattr(download, '_CHUNK', 4096)  # Many chunks through the streaming decompressor.
   requested = serve(monkeypatch, {sqlite_release.url: lambda: FakeResponse(lzma_bytes)})
   cache = tmp_path / 'new' / 'cache'
   assert not emnist.available(cache_dir=cache)
@@ -528,23 +459,61 @@ def test_download_sqlite(tmp_path, data, lzma_bytes, sqlite_release, monkeypatch
 
 
 @pytest.mark.parametrize(
-    'response',
+    'response, resumable',
     [
-        pytest.param(lambda b: FakeResponse(b, cut=len(b) // 2), id='connection_dropped'),
-        pytest.param(lambda b: FakeResponse(b[: len(b) // 2], length=len(b)), id='short_body'),
-        pytest.param(lambda b: FakeResponse(b[:-1] + bytes([b[-1] ^ 1])), id='corrupted'),
+        pytest.param(lambda b: FakeResponse(b, cut=len(b) // 2), True, id='connection_dropped'),
+        pytest.param(
+            lambda b: FakeResponse(b[: len(b) // 2], length=len(b)), True, id='short_body'
+        ),
+        pytest.param(lambda b: FakeResponse(b[:-1] + bytes([b[-1] ^ 1])), False, id='corrupted'),
     ],
 )
 def test_bad_download_never_leaves_a_complete_looking_file(
-    tmp_path, lzma_bytes, sqlite_release, monkeypatch, response
+    tmp_path, lzma_bytes, sqlite_release, monkeypatch, response, resumable
 ):
-  monkeypatch.setattr(emnist, '_CHUNK', 4096)
+  monkeypatch.setattr(download, '_CHUNK', 4096)
   serve(monkeypatch, {sqlite_release.url: lambda: response(lzma_bytes)})
   with pytest.raises(DatasetNotFoundError) as info:
     emnist.load_data(cache_dir=tmp_path)
   assert str(tmp_path / 'emnist_all.sqlite') in str(info.value)
-  assert listing(tmp_path) == []  # Neither the final file nor a temporary one.
+  # Nothing under a final name; an interrupted download keeps its bytes (hidden, to resume).
+  assert listing(tmp_path) == (['.emnist_all.sqlite.lzma.partial'] if resumable else [])
   assert not emnist.available(cache_dir=tmp_path)
+
+
+class RangeResponse(FakeResponse):
+  """A server honouring ``Range: bytes=start-`` with a 206 answer."""
+
+  def __init__(self, data: bytes, start: int):
+    super().__init__(data[start:])
+    self.status = 206 if start else 200
+    if start:
+      self.headers['Content-Range'] = f'bytes {start}-{len(data) - 1}/{len(data)}'
+
+
+def test_interrupted_download_resumes_where_it_stopped(
+    tmp_path, data, lzma_bytes, sqlite_release, monkeypatch
+):
+  monkeypatch.setattr(download, '_CHUNK', 4096)
+  starts = []
+
+  def open_url(url, start=0):
+    if url != sqlite_release.url:
+      raise urllib.error.HTTPError(url, 404, 'Not Found', {}, None)
+    starts.append(start)
+    if len(starts) == 1:
+      return FakeResponse(lzma_bytes, cut=len(lzma_bytes) // 2)
+    return RangeResponse(lzma_bytes, start)
+
+  monkeypatch.setattr(download, '_open_url', open_url)
+  with pytest.raises(DatasetNotFoundError, match='resume'):
+    emnist.load_data(cache_dir=tmp_path)
+  half = (tmp_path / '.emnist_all.sqlite.lzma.partial').stat().st_size
+  assert 0 < half < len(lzma_bytes)
+  train, _ = emnist.load_data(cache_dir=tmp_path)
+  assert starts == [0, half]
+  assert_matches(train, data['digits_only_train'])
+  assert listing(tmp_path) == ['emnist_all.sqlite']
 
 
 def test_download_with_wrong_client_count_is_rejected(
@@ -565,121 +534,3 @@ def test_download_falls_back_to_hdf5(tmp_path, data, tar_bytes, hdf5_release, mo
   assert_matches(test, data['digits_only_test'])
   # The downloaded archive is removed once extracted and verified.
   assert listing(tmp_path) == ['fed_emnist_digitsonly_test.h5', 'fed_emnist_digitsonly_train.h5']
-
-
-# The tf.train.Example decoder ---------------------------------------------------------------------
-
-
-def test_parse_example_kinds_and_encodings():
-  floats = [0.0, 1.0, -2.5, 3.4028234663852886e38, 1e-45]
-  ints = [0, 1, -1, 2**63 - 1, -(2**63), 300]
-  for packed in (True, False):
-    parsed = emnist.parse_example(
-        encode_example(
-            {'f': ('float', floats), 'i': ('int64', ints), 'b': ('bytes', [b'', b'abc'])},
-            packed=packed,
-        )
-    )
-    assert parsed['f'].dtype == np.float32 and parsed['i'].dtype == np.int64
-    np.testing.assert_array_equal(parsed['f'], np.asarray(floats, dtype=np.float32))
-    np.testing.assert_array_equal(parsed['i'], np.asarray(ints, dtype=np.int64))
-    assert parsed['b'] == [b'', b'abc']
-  assert emnist.parse_example(b'') == {}
-
-
-def test_parse_example_skips_unknown_fields_and_merges_like_protobuf():
-  unknown = _tag(7, 0) + _varint(5) + _tag(8, 1) + b'\0' * 8 + _tag(9, 5) + b'\0' * 4
-  unknown += _len_delim(10, b'xyz')
-  first = encode_example({'a': ('int64', [1]), 'b': ('float', [1.0])})
-  second = encode_example({'a': ('int64', [2, 3])})
-  parsed = emnist.parse_example(unknown + first + unknown + second)
-  np.testing.assert_array_equal(parsed['a'], [2, 3])  # Map key seen again: the later entry wins.
-  np.testing.assert_array_equal(parsed['b'], [1.0])
-  empty_feature = _len_delim(1, _len_delim(1, _len_delim(1, b'e') + _len_delim(2, b'')))
-  assert emnist.parse_example(empty_feature) == {'e': None}
-
-
-@pytest.mark.parametrize(
-    'blob',
-    [b'\x0a\x05\x0a', b'\x0a', b'\xff' * 11, b'\x0b', b'\x00\x00'],
-    ids=['overrun', 'no_length', 'long_varint', 'group_wire_type', 'field_zero'],
-)
-def test_parse_example_rejects_malformed_bytes(blob):
-  with pytest.raises(emnist.ProtoDecodeError):
-    emnist.parse_example(blob)
-
-
-def _protobuf_example_class():
-  """tf.train.Example built from its .proto definition with the protobuf runtime (no TF)."""
-  pytest.importorskip('google.protobuf')
-  from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-
-  F = descriptor_pb2.FieldDescriptorProto
-  proto = descriptor_pb2.FileDescriptorProto(
-      name='fedjax_like_test_example.proto', package='fedjax_like_test', syntax='proto3'
-  )
-
-  def message(name, fields, nested=()):
-    m = proto.message_type.add(name=name)
-    for spec in fields:
-      m.field.add(**spec)
-    for n in nested:
-      m.nested_type.add().CopyFrom(n)
-    return m
-
-  rep, opt = F.LABEL_REPEATED, F.LABEL_OPTIONAL
-  message('BytesList', [dict(name='value', number=1, label=rep, type=F.TYPE_BYTES)])
-  message('FloatList', [dict(name='value', number=1, label=rep, type=F.TYPE_FLOAT)])
-  message('Int64List', [dict(name='value', number=1, label=rep, type=F.TYPE_INT64)])
-  kinds = [('bytes_list', 'BytesList'), ('float_list', 'FloatList'), ('int64_list', 'Int64List')]
-  feature = message(
-      'Feature',
-      [
-          dict(name=n, number=i, label=opt, type=F.TYPE_MESSAGE, type_name=f'.fedjax_like_test.{t}',
-               oneof_index=0)
-          for i, (n, t) in enumerate(kinds, start=1)
-      ],
-  )
-  feature.oneof_decl.add(name='kind')
-  entry = descriptor_pb2.DescriptorProto(name='FeatureEntry')
-  entry.field.add(name='key', number=1, label=opt, type=F.TYPE_STRING)
-  entry.field.add(
-      name='value', number=2, label=opt, type=F.TYPE_MESSAGE, type_name='.fedjax_like_test.Feature'
-  )
-  entry.options.map_entry = True
-  message(
-      'Features',
-      [dict(name='feature', number=1, label=rep, type=F.TYPE_MESSAGE,
-            type_name='.fedjax_like_test.Features.FeatureEntry')],
-      nested=[entry],
-  )
-  message(
-      'Example',
-      [dict(name='features', number=1, label=opt, type=F.TYPE_MESSAGE,
-            type_name='.fedjax_like_test.Features')],
-  )
-  pool = descriptor_pool.DescriptorPool()
-  pool.Add(proto)
-  return message_factory.GetMessageClass(pool.FindMessageTypeByName('fedjax_like_test.Example'))
-
-
-def test_decoder_and_test_encoder_agree_with_protobuf_runtime():
-  example_class = _protobuf_example_class()
-  rng = np.random.default_rng(1)
-  pixels = rng.random(784, dtype=np.float32)
-  example = example_class()
-  example.features.feature['pixels'].float_list.value.extend(pixels.tolist())
-  example.features.feature['label'].int64_list.value.append(61)
-  example.features.feature['neg'].int64_list.value.extend([-5, 2**40])
-  example.features.feature['id'].bytes_list.value.append(b'f0000_14')
-  parsed = emnist.parse_example(example.SerializeToString())
-  np.testing.assert_array_equal(parsed['pixels'], pixels)
-  np.testing.assert_array_equal(parsed['label'], [61])
-  np.testing.assert_array_equal(parsed['neg'], [-5, 2**40])
-  assert parsed['id'] == [b'f0000_14']
-  # And the encoder these tests use writes what protobuf reads.
-  ours = example_class.FromString(encode_emnist_example(pixels.reshape(28, 28), 7))
-  np.testing.assert_array_equal(
-      np.asarray(ours.features.feature['pixels'].float_list.value, np.float32), pixels
-  )
-  assert list(ours.features.feature['label'].int64_list.value) == [7]
