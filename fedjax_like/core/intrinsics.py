@@ -8,6 +8,7 @@ The operators check placements when they are called (inside ``jax.jit`` or a
 ``federated_value(x, P)``                  ``x@P`` (all equal at CLIENTS)
 ``federated_broadcast(x@SERVER)``          ``x@CLIENTS`` (all equal; never copied per client)
 ``federated_map(fn, {x}@CLIENTS, key=k)``  ``{fn(x[, key_i])}@CLIENTS``; ``key_i`` split from ``k``
+``federated_map(fn, x@SERVER)``             ``fn(x)@SERVER`` (server-side work)
 ``federated_zip(<{a}@CLIENTS,{b}@..>)``    ``{<a,b>}@CLIENTS`` (or ``<a,b>@SERVER``)
 ``federated_sum({x}@CLIENTS)``             ``(sum_i x_i)@SERVER``
 ``federated_mean({x}@CLIENTS, {w})``       ``(sum_i w_i x_i / sum_i w_i)@SERVER``
@@ -132,6 +133,10 @@ def _map_loop(loop: ClientLoop, arg) -> FederatedValue:
 def federated_map(fn: Callable[..., PyTree] | ClientLoop, arg, key: Any = None) -> FederatedValue:
   """Applies ``fn`` to each client's value: ``({T}@CLIENTS, T -> U) -> {U}@CLIENTS``.
 
+  At SERVER, as in TFF, ``federated_map(fn, x@SERVER) -> fn(x)@SERVER``: server-side work on the
+  result of a reduction is written this way (rather than by reading ``.value``), so it stays part
+  of the round's single pass.
+
   ``fn`` may be a :class:`~fedjax_like.core.engine.ClientLoop`: ``federated_map(loop, (shared,
   client_input, data))`` runs ``loop.init(shared_i, client_input_i)``, ``loop.step`` over the
   client's real steps of ``data_i = (batches_i, mask_i)`` (``[steps, batch_size, ...]``), and
@@ -155,6 +160,10 @@ def federated_map(fn: Callable[..., PyTree] | ClientLoop, arg, key: Any = None) 
     return _map_loop(fn, arg)
   many = isinstance(arg, (tuple, list))
   values = tuple(arg) if many else (arg,)
+  if values and all(isinstance(v, FederatedValue) and v.placement is SERVER for v in values):
+    if key is not None:
+      raise TypeError('federated_map at SERVER takes no key=; pass the key as an argument.')
+    return _map_at_server(fn, values)
   for i, v in enumerate(values):
     where = f' (argument {i})' if many else ''
     hint = (
@@ -182,6 +191,11 @@ def federated_map(fn: Callable[..., PyTree] | ClientLoop, arg, key: Any = None) 
   return FederatedValue(
       None, CLIENTS, mask=combined_mask(values), program=program, engine=engine
   )
+
+
+def _map_at_server(fn: Callable[..., PyTree], values: tuple) -> FederatedValue:
+  """``(T@SERVER, T -> U) -> U@SERVER``: server-side work on server values (TFF's form)."""
+  return FederatedValue(fn(*(v.value for v in values)), SERVER, engine=engine_of(values))
 
 
 def federated_zip(values: PyTree) -> FederatedValue:

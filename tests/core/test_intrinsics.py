@@ -84,8 +84,8 @@ def test_placement_errors_name_operator_and_types():
   clients = FederatedValue(jnp.zeros((4, 3)), CLIENTS)
   with pytest.raises(TypeError, match=r'federated_sum expects .*@CLIENTS; got float32\[3\]@SERVER'):
     federated_sum(server)
-  with pytest.raises(TypeError, match=r'federated_map expects.*float32\[3\]@SERVER.*federated_broadcast'):
-    federated_map(lambda x: x, server)
+  with pytest.raises(TypeError, match=r'federated_map \(argument 0\) expects.*float32\[3\]@SERVER.*federated_broadcast'):
+    federated_map(lambda x, y: x + y, (server, clients))
   with pytest.raises(TypeError, match=r'federated_broadcast expects a value of type T@SERVER; got \{float32\[3\]\}@CLIENTS'):
     federated_broadcast(clients)
   with pytest.raises(TypeError, match='all-equal'):
@@ -329,3 +329,14 @@ def test_mean_of_integers_is_fractional():
   weights = FederatedValue(np.array([0.5, 0.5, 0.0], np.float32), CLIENTS)
   np.testing.assert_allclose(federated_mean(values, weights).value, 1.5)
   np.testing.assert_allclose(federated_mean(values).value, 3.0)
+
+
+def test_federated_map_at_server_applies_fn_and_keeps_the_placement():
+  from fedjax_like.core import SERVER, federated_map, federated_value
+
+  x = federated_value(jnp.arange(3.0), SERVER)
+  y = federated_map(lambda a, b: a * 2 + b, (x, federated_value(1.0, SERVER)))
+  assert y.placement is SERVER
+  np.testing.assert_allclose(y.value, [1.0, 3.0, 5.0])
+  with pytest.raises(TypeError, match='CLIENTS'):
+    federated_map(lambda a, b: a + b, (x, federated_value(jnp.ones((2, 3)), CLIENTS)))
