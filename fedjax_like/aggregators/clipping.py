@@ -49,6 +49,7 @@ from fedjax_like.aggregators.factory import (
     MeasuredProcessOutput,
     build_map_reduce_aggregation,
     format_type,
+    ready,
     tensor_type,
 )
 from fedjax_like.aggregators.sum_factory import SumFactory
@@ -197,7 +198,7 @@ class _NormWrapperFactory:
       return MeasuredProcessOutput(
           new_state,
           inner_out.result,
-          measurements(inner_out.measurements, norm_used, count_out.result.value),
+          measurements(inner_out.measurements, norm_used, ready(count_out.result)),
       )
 
     return AggregationProcess(initialize, next_fn, value_type, self.is_weighted, None, name)

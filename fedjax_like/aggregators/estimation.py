@@ -117,7 +117,8 @@ def build_map_reduce_estimation(
   def next_fn(state, value: FederatedValue):
     prepared = federated_broadcast(federated_value(form.prepare(state), SERVER))
     summands = federated_map(form.work, (prepared, value))
-    return form.update(state, federated_sum(summands).value)
+    new_state = federated_map(lambda summed: form.update(state, summed), federated_sum(summands))
+    return new_state if new_state.is_lazy else new_state.value
 
   return EstimationProcess(initialize, next_fn, report, form, name)
 

@@ -11,18 +11,27 @@ pytree of ``jax.ShapeDtypeStruct``), and says with ``is_weighted`` whether ``nex
 Learning algorithms take a factory, so the same DP, clipping or robust aggregator plugs into any of
 them and is created for the model's update type when the process is composed.
 
-**Map-reduce form.** Most aggregators are a *sum* of per-client terms followed by server work:
+``next`` is written with the Federated Core's intrinsics. Reductions are lazy (see
+:mod:`fedjax_like.core.passes`): inside a learning process, the aggregator's ``federated_sum``
+calls and the client work's join one engine pass, so the aggregator's per-client work runs right
+after each client's training and the cohort's updates are never stacked as ``[clients, params]``.
+Server-side work on a sum is ``federated_map(fn, sum@SERVER)``, which stays lazy; ``state``,
+``result`` and ``measurements`` may be such SERVER values (the learning process reads them at
+the end of the round). An aggregator that is not a sum (a median, Krum) reads the client values
+(``value.value``, stacked ``[clients, ...]``); that joins the same pass, and the memory check
+names the aggregator when it does not fit.
+
+**Map-reduce form**, a convenience for the common shape, a *sum* of per-client terms followed by
+server work:
 
     prepare(state)                  -> b               (server; sent to every client: a clip norm)
     work(b, value_i, weight_i)      -> summand_i       (one client; e.g. (w_i * clip(x_i), w_i))
     report(state, sum_i summand_i)  -> MeasuredProcessOutput(state, result, measurements)   (server)
 
-An aggregator given in this form (``AggregationProcess.map_reduce``) lets a learning process fuse
-its per-client ``work`` into the clients' own work and reduce everything with ONE
-``federated_sum``: the cohort's updates are never stacked as ``[clients, params]``, and local
-training runs once per client. :func:`build_map_reduce_aggregation` derives ``next`` from the form,
-so both entry points always agree. An aggregator that is not a sum (a median, Krum) leaves
-``map_reduce`` as None and implements ``next`` over materialized client values.
+:func:`build_map_reduce_aggregation` derives ``next`` from the form with the intrinsics above
+(broadcast ``prepare``, map ``work``, one ``federated_sum``, ``report`` at the server), and keeps
+the form as ``AggregationProcess.map_reduce`` so outer aggregators can compose inner ones form by
+form (clipping around a mean, a mean over secure sums).
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ from fedjax_like.core import (
     federated_value,
 )
 from fedjax_like.core.placements import format_member_type
+from fedjax_like.core.values import unpack
 
 PyTree = Any
 
@@ -86,7 +96,8 @@ class AggregationProcess(NamedTuple):
     next: ``(state, value@CLIENTS, weight@CLIENTS | None) -> MeasuredProcessOutput``.
     value_type: the pytree of ``jax.ShapeDtypeStruct`` it aggregates (one client's value).
     is_weighted: whether ``next`` takes per-client weights.
-    map_reduce: the :class:`MapReduceForm`, or None when the aggregation is not a sum.
+    map_reduce: the :class:`MapReduceForm` ``next`` was derived from, or None (not a sum, or
+      written directly with the intrinsics).
     name: names the aggregator in errors and reprs.
   """
 
@@ -139,6 +150,23 @@ def _check_clients_value(name: str, what: str, value, expected: PyTree | None) -
     )
 
 
+def ready(value: FederatedValue):
+  """A SERVER value's pytree when it is computed already, else the (lazy) value itself."""
+  return value if value.is_lazy else value.value
+
+
+def settle(out: FederatedValue) -> MeasuredProcessOutput:
+  """A process output from one SERVER value holding ``(state, result, measurements)``.
+
+  Lazy (its reductions have not run: inside a computation), the three stay lazy SERVER values;
+  otherwise state and measurements are plain pytrees and the result a SERVER value.
+  """
+  state, result, measurements = unpack(out, 3)
+  if not out.is_lazy:
+    result = federated_value(result, SERVER)
+  return MeasuredProcessOutput(state, result, measurements)
+
+
 def build_map_reduce_aggregation(
     initialize: Callable[[], PyTree],
     form: MapReduceForm,
@@ -165,7 +193,7 @@ def build_map_reduce_aggregation(
       summands = federated_map(lambda b, v, w: form.work(b, v, w), (prepared, value, weight))
     else:
       summands = federated_map(lambda b, v: form.work(b, v, None), (prepared, value))
-    out = form.report(state, federated_sum(summands).value)
-    return MeasuredProcessOutput(out.state, federated_value(out.result, SERVER), out.measurements)
+    out = federated_map(lambda summed: tuple(form.report(state, summed)), federated_sum(summands))
+    return settle(out)
 
   return AggregationProcess(initialize, next_fn, value_type, is_weighted, form, name)

@@ -44,6 +44,7 @@ from fedjax_like.aggregators.factory import (
     MeasuredProcessOutput,
     _check_clients_value,
     format_type,
+    settle,
     tensor_type,
 )
 from fedjax_like.core import (
@@ -300,9 +301,10 @@ class SecureSumFactory:
       prepared = federated_broadcast(federated_value(prepare(state), SERVER))
       summands = federated_map(lambda b, v: work(b, v, None), (prepared, value))
       limbs = federated_secure_sum(summands[0], bitwidth=32)  # the secure part: 32-bit limbs
-      rest = federated_sum(federated_map(lambda s: (s[1], s[2]), summands)).value
-      out = report(state, (None, rest[0], rest[1]), limbs_summed=limbs.value)
-      return MeasuredProcessOutput(out.state, federated_value(out.result, SERVER),
-                                   out.measurements)
+      rest = federated_sum(federated_map(lambda s: (s[1], s[2]), summands))
+      out = federated_map(
+          lambda l, r: tuple(report(state, (None, r[0], r[1]), limbs_summed=l)), (limbs, rest)
+      )
+      return settle(out)
 
     return AggregationProcess(self._initialize, next_fn, value_type, False, form, name)

@@ -31,6 +31,7 @@ from fedjax_like.aggregators.factory import (
     MeasuredProcessOutput,
     _check_clients_value,
     format_type,
+    settle,
     tensor_type,
 )
 from fedjax_like.core import (
@@ -158,9 +159,10 @@ class SecureModularSumFactory:
         )
       summands = federated_map(lambda v: work((), v, None), value)
       limbs = federated_secure_sum(summands[0], bitwidth=32)
-      out_of_range = federated_sum(summands[1]).value
-      out = report(state, (None, out_of_range), limbs_summed=limbs.value)
-      return MeasuredProcessOutput(out.state, federated_value(out.result, SERVER),
-                                   out.measurements)
+      out_of_range = federated_sum(summands[1])
+      out = federated_map(
+          lambda l, r: tuple(report(state, (None, r), limbs_summed=l)), (limbs, out_of_range)
+      )
+      return settle(out)
 
     return AggregationProcess(lambda: (), next_fn, value_type, False, form, name)

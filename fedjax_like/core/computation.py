@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 
 from fedjax_like.core.engine import Engine, default_runtime
+from fedjax_like.core.passes import PassScope
 from fedjax_like.core.placements import (
     CLIENTS,
     SERVER,
@@ -145,16 +146,19 @@ class FederatedComputation:
         else jax.tree.map(lambda s: _as_type(s, 'result'), result, is_leaf=is_spec)
     )
     self._signatures: dict = {}
+    self.last_scope: PassScope | None = None  # the latest trace's engine passes
     self._last_signature: FunctionType | None = None
     self._jitted = jax.jit(self._traced, static_argnums=(0,))
     functools.update_wrapper(self, fn)
 
   # ----- tracing -------------------------------------------------------------------------------
 
-  def _wrap(self, engine: Engine, raw: tuple, masks: tuple) -> list[FederatedValue]:
+  def _wrap(self, engine: Engine, scope: PassScope, raw: tuple, masks: tuple
+            ) -> list[FederatedValue]:
     values = []
     for t, value, mask in zip(self.parameter_types.values(), raw, masks):
-      values.append(FederatedValue(value, t.placement, t.all_equal, mask=mask, engine=engine))
+      values.append(FederatedValue(value, t.placement, t.all_equal, mask=mask, engine=engine,
+                                   scope=scope))
     return values
 
   def _result_error(self, actual: Any, path: str, promise: Any, hint: str = '') -> TypeError:
@@ -196,7 +200,9 @@ class FederatedComputation:
       self._check_result(d, a, f'{path}[{i}]')
 
   def _traced(self, engine: Engine, raw: tuple, masks: tuple):
-    out = self.fn(*self._wrap(engine, raw, masks))
+    scope = PassScope()
+    self.last_scope = scope
+    out = self.fn(*self._wrap(engine, scope, raw, masks))
     result_type = _result_type(out)
     if self._declared_result is not None:
       self._check_result(self._declared_result, result_type, '')
@@ -209,6 +215,10 @@ class FederatedComputation:
     )
     self._signatures[_abstract_key(raw, masks)] = signature
     self._last_signature = signature
+    # Every deferred result joins one last pass with whatever reductions are still pending.
+    for v in jax.tree.leaves(out, is_leaf=_is_federated):
+      if _is_federated(v):
+        v.prefetch()
     return jax.tree.map(lambda v: v.value if _is_federated(v) else v, out, is_leaf=_is_federated)
 
   # ----- calling -------------------------------------------------------------------------------
@@ -250,7 +260,8 @@ class FederatedComputation:
     for (name, t), value, mask in zip(self.parameter_types.items(), raw, masks):
       if t.placement is CLIENTS and not t.all_equal:
         for leaf in jax.tree.leaves(value):
-          sizes.setdefault(jnp.shape(leaf)[0] if jnp.ndim(leaf) else None, name)
+          if jnp.ndim(leaf):  # scalars (e.g. a streamed cohort's token) have no cohort axis
+            sizes.setdefault(jnp.shape(leaf)[0], name)
         if mask is not None:
           sizes.setdefault(jnp.shape(mask)[0], f'client_mask of {name!r}')
     if len(sizes) > 1:

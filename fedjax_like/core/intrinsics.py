@@ -51,6 +51,8 @@ from fedjax_like.core.values import (
     engine_of,
     expect,
     expect_per_client,
+    reduce_to_server,
+    scope_of,
 )
 
 PyTree = Any
@@ -64,7 +66,9 @@ def federated_value(value: PyTree, placement: Placement) -> FederatedValue:
 def federated_broadcast(value: FederatedValue) -> FederatedValue:
   """``T@SERVER -> T@CLIENTS`` (all equal); free: the engine passes it with ``in_axes=None``."""
   expect('federated_broadcast', value, SERVER)
-  return FederatedValue(value.value, CLIENTS, all_equal=True)
+  # A lazy value is computed here: the clients' work that receives it runs in a later pass.
+  return FederatedValue(value.value, CLIENTS, all_equal=True, engine=value.engine,
+                        scope=value.scope)
 
 
 def _combine(values) -> Program:
@@ -73,8 +77,9 @@ def _combine(values) -> Program:
       Program.of_function(lambda x: x, (v.value,), (None,)) if v.all_equal else v.as_program()
       for v in values
   )
-  engine = engine_of(values)
-  return combine(programs, lambda p: FederatedValue(None, CLIENTS, program=p, engine=engine).value)
+  engine, scope = engine_of(values), scope_of(values)
+  return combine(programs, lambda p: FederatedValue(
+      None, CLIENTS, program=p, engine=engine, scope=scope).value)
 
 
 def _cohort_size(op: str, values) -> int:
@@ -104,7 +109,8 @@ def federated_client_keys(key: Any, like: FederatedValue) -> FederatedValue:
     expect('federated_client_keys (key)', key, SERVER)
     key = key.value
   n = _cohort_size('federated_client_keys', (like,))
-  return FederatedValue(jax.random.split(key, n), CLIENTS, mask=like.mask, engine=like.engine)
+  return FederatedValue(jax.random.split(key, n), CLIENTS, mask=like.mask, engine=like.engine,
+                        scope=like.scope)
 
 
 def _map_loop(loop: ClientLoop, arg) -> FederatedValue:
@@ -126,7 +132,7 @@ def _map_loop(loop: ClientLoop, arg) -> FederatedValue:
   program = Program.of_loop(loop, shared.value, axes[0], client_input.value, axes[1], data.value)
   return FederatedValue(
       None, CLIENTS, mask=combined_mask((shared, client_input, data)), program=program,
-      engine=engine_of((data, shared, client_input)),
+      engine=engine_of((data, shared, client_input)), scope=scope_of((data, shared, client_input)),
   )
 
 
@@ -184,18 +190,31 @@ def federated_map(fn: Callable[..., PyTree] | ClientLoop, arg, key: Any = None) 
         )
       keys = federated_client_keys(key, like)
     values = values + (keys,)
-  engine = engine_of(values)
+  engine, scope = engine_of(values), scope_of(values)
   if all(v.all_equal for v in values):
-    return FederatedValue(fn(*(v.value for v in values)), CLIENTS, all_equal=True, engine=engine)
-  program = _combine(values).then(lambda members: fn(*members))
+    return FederatedValue(fn(*(v.value for v in values)), CLIENTS, all_equal=True, engine=engine,
+                          scope=scope)
+  if len(values) == 1 and values[0].is_deferred:  # the same loop, one more step in its finish
+    program = values[0].as_program().then(fn)
+  else:
+    program = _combine(values).then(lambda members: fn(*members))
   return FederatedValue(
-      None, CLIENTS, mask=combined_mask(values), program=program, engine=engine
+      None, CLIENTS, mask=combined_mask(values), program=program, engine=engine, scope=scope
   )
 
 
 def _map_at_server(fn: Callable[..., PyTree], values: tuple) -> FederatedValue:
-  """``(T@SERVER, T -> U) -> U@SERVER``: server-side work on server values (TFF's form)."""
-  return FederatedValue(fn(*(v.value for v in values)), SERVER, engine=engine_of(values))
+  """``(T@SERVER, T -> U) -> U@SERVER``: server-side work on server values (TFF's form); lazy
+  when an argument is (the result of a reduction that has not run yet)."""
+  engine, scope = engine_of(values), scope_of(values)
+  if not any(v.is_lazy for v in values):
+    return FederatedValue(fn(*(v.value for v in values)), SERVER, engine=engine, scope=scope)
+
+  def abstract():
+    return jax.eval_shape(fn, *(v.type_signature.member for v in values))
+
+  return FederatedValue(None, SERVER, engine=engine, scope=scope,
+                        lazy=(lambda: fn(*(v.value for v in values)), abstract))
 
 
 def federated_zip(values: PyTree) -> FederatedValue:
@@ -220,15 +239,18 @@ def federated_zip(values: PyTree) -> FederatedValue:
         + '.'
     )
   if placements == {SERVER}:
-    zipped = jax.tree.unflatten(treedef, [v.value for v in leaves])
-    return FederatedValue(zipped, SERVER, engine=engine_of(leaves))
+    return _map_at_server(lambda *members: jax.tree.unflatten(treedef, members), tuple(leaves))
   return federated_map(lambda *members: jax.tree.unflatten(treedef, members), tuple(leaves))
 
 
 def federated_sum(value: FederatedValue) -> FederatedValue:
-  """``{T}@CLIENTS -> T@SERVER``: the sum over real clients, run as one fused map-reduce."""
+  """``{T}@CLIENTS -> T@SERVER``: the sum over real clients.
+
+  Lazy inside a computation: every reduction requested before its result is read runs in the same
+  engine pass (see :mod:`fedjax_like.core.passes`).
+  """
   program = expect_per_client('federated_sum', value).masked_program()
-  return FederatedValue(value.run_on.sum(program), SERVER, engine=value.engine)
+  return reduce_to_server(value, program)
 
 
 def federated_mean(value: FederatedValue, weight: FederatedValue | None = None) -> FederatedValue:
@@ -253,9 +275,8 @@ def federated_mean(value: FederatedValue, weight: FederatedValue | None = None) 
     x = jax.tree.map(lambda a: a if jnp.issubdtype(a.dtype, jnp.inexact) else a.astype(jnp.float32), x)
     return tree.scale(x, w), w
 
-  weighted_total, total_weight = federated_sum(federated_map(weigh, (value, weight))).value
-  mean = tree.divide_by_total(weighted_total, total_weight)
-  return FederatedValue(mean, SERVER, engine=value.engine)
+  summed = federated_sum(federated_map(weigh, (value, weight)))
+  return federated_map(lambda s: tree.divide_by_total(*s), summed)
 
 
 def _extreme_identity(dtype, largest: bool):
@@ -277,7 +298,7 @@ def _federated_extreme(op: str, reduce, value: FederatedValue, largest_identity:
       x = jnp.where(keep, x, jnp.asarray(_extreme_identity(x.dtype, largest_identity), x.dtype))
     return reduce(x, axis=0)
 
-  return FederatedValue(jax.tree.map(one, stacked), SERVER, engine=value.engine)
+  return FederatedValue(jax.tree.map(one, stacked), SERVER, engine=value.engine, scope=value.scope)
 
 
 def federated_min(value: FederatedValue) -> FederatedValue:
@@ -316,10 +337,10 @@ def federated_aggregate(
   n = _cohort_size('federated_aggregate', (value,))
   mask = value.mask if value.mask is not None else jnp.ones((n,), bool)
   engine = value.run_on
-  program = value.as_program().with_arg(
+  accumulated = FederatedValue(None, CLIENTS, program=value.as_program().with_arg(
       mask, 0, lambda out, keep: tree.where(keep, accumulate(zero, out), zero)
-  )
-  level = engine.map(program)
+  ), engine=value.engine, scope=value.scope)
+  level = accumulated.value  # joins the scope's pass
   size = n
   while size > 1:
     if size % 2:
@@ -330,7 +351,7 @@ def federated_aggregate(
     level = engine.map(Program.of_function(pair_merge, (pairs,), (0,)))
     size //= 2
   merged = jax.tree.map(lambda x: x[0], level) if n else zero
-  return FederatedValue(report(merged), SERVER, engine=value.engine)
+  return FederatedValue(report(merged), SERVER, engine=value.engine, scope=value.scope)
 
 
 def _fold(sequence: PyTree, zero: PyTree, op: Callable, mask: jax.Array | None) -> PyTree:
@@ -390,7 +411,8 @@ def sequence_reduce(
       steps_mask = jnp.asarray(mask.value).reshape(mask.value.shape[:2] + (-1,))
     unit = FederatedValue((), CLIENTS, all_equal=True)
     data = FederatedValue((seq, steps_mask), CLIENTS, mask=combined_mask(
-        (sequence,) if mask is None else (sequence, mask)), engine=sequence.engine)
+        (sequence,) if mask is None else (sequence, mask)), engine=sequence.engine,
+        scope=sequence.scope)
     return federated_map(_fold_loop(zero, op), (unit, unit, data))
   if isinstance(mask, FederatedValue):
     raise TypeError(f'sequence_reduce of a non-federated sequence got a mask {describe(mask)}.')

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from fedjax_like.core.placements import SERVER
-from fedjax_like.core.values import FederatedValue, expect_per_client
+from fedjax_like.core.values import FederatedValue, expect_per_client, reduce_to_server
 
 PyTree = Any
 
@@ -114,17 +114,18 @@ def federated_secure_sum(
   program = value.masked_program().then(
       lambda out: jax.tree.map(lambda x: _limbs(x, bitwidth), out)
   )
-  sums = value.run_on.sum(program)
   leaves, treedef = jax.tree.flatten(member)
-  sum_leaves = treedef.flatten_up_to(sums)
-  results = [_finish(*limbs, bitwidth, leaf.dtype) for limbs, leaf in zip(sum_leaves, leaves)]
-  total = FederatedValue(
-      jax.tree.unflatten(treedef, [r[0] for r in results]), SERVER, engine=value.engine
-  )
+
+  def finish(sums):
+    sum_leaves = treedef.flatten_up_to(sums)
+    results = [_finish(*limbs, bitwidth, leaf.dtype) for limbs, leaf in zip(sum_leaves, leaves)]
+    return (jax.tree.unflatten(treedef, [r[0] for r in results]),
+            jax.tree.unflatten(treedef, [r[1] for r in results]))
+
+  both = reduce_to_server(value, program, finish)
   if not with_overflow:
-    return total
-  overflow = jax.tree.unflatten(treedef, [r[1] for r in results])
-  return total, FederatedValue(overflow, SERVER, engine=value.engine)
+    return both[0]
+  return both[0], both[1]
 
 
 def federated_secure_sum_bitwidth(value: FederatedValue, bitwidth: int) -> FederatedValue:

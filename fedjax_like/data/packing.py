@@ -271,3 +271,64 @@ def validate_cohort(packed: PackedCohort, model) -> PackedCohort:
 
   batches = {'x': x, 'y': y} if isinstance(packed.batches, dict) else (x, y)
   return PackedCohort(batches, packed.mask, packed.client_ids)
+
+
+class CohortSource:
+  """A cohort on the host, packed on demand, as the engine's runtime takes it.
+
+  The engine plans the round from :attr:`steps` alone and packs each block of its layout with
+  :meth:`take` (see :mod:`fedjax_like.core.engine.host`), so a ragged cohort is copied once, into
+  blocks padded only to their own step budgets, and each block is checked against the model as it
+  is packed.
+
+  Args:
+    client_data: a list of each client's :class:`BatchedDataset`, or a :class:`PackedCohort`.
+    model: the model the batches must fit (``validate_cohort``), or None.
+  """
+
+  def __init__(self, client_data, model=None):
+    self.model = model
+    if isinstance(client_data, PackedCohort):
+      self._packed, self._datasets = client_data, None
+      real = client_data.mask.any(axis=2)  # [clients, steps]
+      steps = np.where(real, np.arange(1, real.shape[1] + 1), 0).max(axis=1, initial=0)
+      self.client_ids = client_data.client_ids
+    else:
+      if isinstance(client_data, BatchedDataset):
+        raise TypeError(
+            'next() takes the cohort as a list of client datasets, e.g. next(state, [ds1, ds2]); '
+            'got a single dataset. Wrap it in a list.'
+        )
+      datasets = list(client_data) if not isinstance(client_data, Sequence) else client_data
+      self.client_ids = tuple(_check_cohort(datasets))
+      self._packed, self._datasets = None, datasets
+      steps = [d.num_batches for d in datasets]
+    self.steps = np.asarray(steps, dtype=np.int64)
+
+  @property
+  def num_clients(self) -> int:
+    return int(self.steps.size)
+
+  @property
+  def step_bytes(self) -> int:
+    """Host bytes of one packed step of one client (its batch and mask)."""
+    if self._packed is not None:
+      tree, rows = (self._packed.batches, self._packed.mask), self._packed.mask.shape[:2]
+    else:
+      first = self._datasets[0]
+      tree, rows = (first.batches, first.mask), (first.num_batches,)
+    return sum(np.asarray(x).nbytes for x in jtu.tree_leaves(tree)) // max(int(np.prod(rows)), 1)
+
+  def take(self, rows, num_steps: int | None = None) -> tuple[PyTree, np.ndarray]:
+    """``(batches, mask)`` of clients ``rows``, ``[len(rows), num_steps, batch, ...]``."""
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+    if self._packed is not None:
+      packed = take_clients(self._packed, rows, num_steps)
+    else:
+      members = [self._datasets[i] for i in rows]
+      longest = max(d.num_batches for d in members)
+      packed = _stack(members, [self.client_ids[i] for i in rows],
+                      longest if num_steps is None else num_steps)
+    if self.model is not None:
+      packed = validate_cohort(packed, self.model)
+    return packed.batches, packed.mask

@@ -11,7 +11,7 @@ client work, aggregator, finalizer):
 - ``next(state, client_data)`` runs one round and returns ``LearningProcessOutput(state, metrics)``.
   ``client_data`` is a list of the cohort's batched datasets (or an already packed cohort); it is
   packed into ``[clients, steps, batch, ...]`` arrays, checked against the model, and handed to one
-  jit-compiled round ``round_fn(state, batches, mask)``. ``metrics`` is keyed by the parts as TFF's
+  jit-compiled round ``round_fn(engine, state, data)``. ``metrics`` is keyed by the parts as TFF's
   is: ``metrics['client_work']['train']['accuracy']``, ``['distributor']``, ``['aggregator']``,
   ``['finalizer']``.
 - ``get_model_weights(state)`` / ``set_model_weights(state, weights)``.
@@ -24,16 +24,13 @@ results into a new store. Such a cohort must name its clients (``Dataset(..., cl
 ``ClientData`` does).
 
 How a round runs is the process's :class:`~fedjax_like.core.engine.Runtime` (given to the builder,
-else the one in force when ``next`` is called): ``next`` asks it for the cohort's layout (a function
-of the clients' step counts alone: longest-first order, step groups or lanes, see
-:mod:`fedjax_like.core.engine.plan`), packs one block per step group (each padded only to its
-budget, :func:`fedjax_like.data.packing.pack_groups`), places the blocks on the runtime's mesh and
-calls the round compiled by the runtime for that layout (cached there, checked against device
-memory before it runs). Inside, the blocks are joined into a
-:class:`~fedjax_like.core.engine.CohortData` carrying the plan, which the engine steps over.
-``process.padding_waste`` is the last round's masked / computed steps (0 under ``sequential``,
-which skips padding steps). A client's per-round key follows its position in the longest-first
-order, the same under every strategy; its per-step keys are ``fold_in(key, step)``.
+else the one in force when ``next`` is called). ``next`` wraps the cohort as a
+:class:`~fedjax_like.data.packing.CohortSource` (checked against the model as it is packed) and
+hands it to ``runtime.run_round``, which plans the layout, packs, places, compiles and calls the
+round (:mod:`fedjax_like.core.engine.host`). ``process.padding_waste`` is the last round's
+masked / computed steps (0 under ``sequential``, which skips padding steps). A client's per-round
+key follows its position in the longest-first order, the same under every strategy; its per-step
+keys are ``fold_in(key, step)``.
 
 State is never mutated: ``next`` returns a new state, so keeping an old one is always safe.
 """
@@ -52,10 +49,9 @@ import numpy as np
 from fedjax_like.core.engine import Runtime, default_runtime
 from fedjax_like.data.dataset import BatchedDataset
 from fedjax_like.data.packing import (
+    CohortSource,
     PackedCohort,
     pack_cohort,
-    pack_groups,
-    take_clients,
     validate_cohort,
 )
 from fedjax_like.learning.client_states import StatefulClientWorkState
@@ -94,33 +90,6 @@ def packed_cohort(client_data, model: Model | None, num_steps: int | None = None
   return validate_cohort(packed, model) if model is not None else packed
 
 
-def _join_blocks(blocks: tuple, num_shards: int) -> PyTree:
-  """Blocks ``[shards * count_g, steps_g, ...]`` (device-major) -> one ``[clients, steps, ...]``
-  pytree, zero-padded to the longest block's steps, in the order the engine runs the clients.
-
-  Traced inside the compiled round. The engine slices each step group back out of the joined
-  arrays and cuts its data to the group's budget before looping over clients, and XLA folds those
-  slices of this concatenation back onto the blocks, so the padded arrays are never materialized.
-  """
-  if len(blocks) == 1:
-    return blocks[0]
-  longest = max(jax.tree.leaves(block)[0].shape[1] for block in blocks)
-
-  def pad_steps(x, axis):
-    widths = [(0, 0)] * x.ndim
-    widths[axis] = (0, longest - x.shape[axis])
-    return jnp.pad(x, widths)
-
-  def join(*leaves):
-    if num_shards == 1:  # no reshapes here: XLA does not fold slices through a unit axis
-      return jnp.concatenate([pad_steps(x, 1) for x in leaves], axis=0)
-    per_device = [pad_steps(x.reshape((num_shards, -1) + x.shape[1:]), 2) for x in leaves]
-    joined = jnp.concatenate(per_device, axis=1)
-    return joined.reshape((-1,) + joined.shape[2:])
-
-  return jax.tree.map(join, *blocks)
-
-
 def _check_client_ids(client_data, ids: tuple[str, ...]) -> None:
   """Checks the cohort's ids are real and distinct (stateful clients are keyed by them)."""
   if not isinstance(client_data, PackedCohort):
@@ -140,18 +109,6 @@ def _check_client_ids(client_data, ids: tuple[str, ...]) -> None:
   if len(set(ids)) != len(ids):
     repeated = sorted({c for c in ids if ids.count(c) > 1})
     raise ValueError(f'Client ids must be distinct within a cohort; repeated: {repeated}.')
-
-
-def _pad_clients(tree: PyTree, size: int) -> PyTree:
-  """Host arrays ``[n, ...]`` zero-padded to ``size`` clients (inert: they have no examples)."""
-
-  def pad(x):
-    x = np.asarray(x)
-    if x.shape[0] >= size:
-      return x
-    return np.concatenate([x, np.zeros((size - x.shape[0],) + x.shape[1:], x.dtype)])
-
-  return jax.tree.map(pad, tree)
 
 
 class _TypedNext:
@@ -192,13 +149,13 @@ class LearningProcess:
       stateful_clients: bool = False,
       round_computation=None,
       runtime: Runtime | None = None,
-      stacked_by: tuple[str, ...] = (),
+      stacked_by: Callable[[], tuple[str, ...]] | tuple[str, ...] = (),
   ):
     self.model = model
     self._initialize_fn = initialize_fn
     self._round_fn = round_fn
     self.runtime = runtime  # None: the runtime in force when `next` is called
-    self.stacked_by = tuple(stacked_by)  # parts that hold every client's value at once
+    self._stacked_by = stacked_by  # the parts holding every client's value (known once traced)
     self._last_compiled = None  # the last round's compiled program (for memory analysis)
     self._last_layout = None  # the last round's CohortLayout
     self.padding_waste = None  # masked / computed steps in the last round
@@ -241,81 +198,37 @@ class LearningProcess:
           f'next() expects the state returned by initialize() or a previous next(); got '
           f'{type(state).__name__}.'
       )
-    if isinstance(client_data, BatchedDataset):
-      packed_cohort(client_data, None)  # raises the error that names the fix
-    if not isinstance(client_data, PackedCohort):
+    if not isinstance(client_data, PackedCohort) and not isinstance(client_data, BatchedDataset):
       client_data = list(client_data)
       if not client_data or not all(isinstance(d, BatchedDataset) for d in client_data):
         pack_cohort(client_data)  # raises the error that names the client
-      steps = np.array([d.num_batches for d in client_data], dtype=np.int64)
-    else:
-      real = client_data.mask.any(axis=2)  # [clients, steps]
-      steps = np.where(real, np.arange(1, real.shape[1] + 1), 0).max(axis=1, initial=0)
+    source = CohortSource(client_data, self.model)
     runtime = self.runtime or default_runtime()
-    layout = runtime.layout(steps)
-    self._last_layout = layout
-    self.padding_waste = layout.padding_waste
-    if isinstance(client_data, PackedCohort):
-      parts = tuple(take_clients(client_data, rows, budget) for rows, budget in layout.blocks)
-    else:
-      parts = pack_groups(client_data, layout.blocks)
-    if self.model is not None:
-      parts = tuple(validate_cohort(part, self.model) for part in parts)
-    if self.stateful_clients:
-      _check_client_ids(client_data, sum((part.client_ids for part in parts), ()))
-    return self._next_packed(runtime, layout, state, parts)
-
-  def _next_packed(self, runtime, layout, state, parts) -> LearningProcessOutput:
-    """Runs a round on packed blocks (one :class:`PackedCohort` per block of ``layout``)."""
-    # Blocks of a split cohort each hold a multiple of the mesh size, so `place` pads only a
-    # single block (a cohort that does not divide evenly over the devices); a lane layout's
-    # positions are that same multiple.
-    positions = runtime.positions(layout)
-    batches = tuple(part.batches for part in parts)
-    mask = tuple(part.mask for part in parts)
-    if positions is not None:  # a lane layout packs the cohort as one block
-      batches, mask = (_pad_clients(batches[0], positions),), (_pad_clients(mask[0], positions),)
-    lanes = runtime.lane_arrays(layout)
     if not self.stateful_clients:
-      (batches, mask, lanes), state = runtime.place((batches, mask, lanes), state)
-      new_state, metrics = self._run(runtime, layout, state, batches, mask, lanes)
+      run = runtime.run_round(self._round_fn, self, state, source, stacked_by=self._stacked_by)
+      self._record(run)
+      new_state, metrics = run.outputs
       return LearningProcessOutput(new_state, metrics)
 
-    ids = sum((part.client_ids for part in parts), ())
+    _check_client_ids(client_data, source.client_ids)
     store = state.client_work.clients
     on_device = state._replace(client_work=StatefulClientWorkState(state.client_work.server, None))
-    gathered = store.gather(ids)
-    if positions is not None:
-      gathered = _pad_clients(gathered, positions)
-    per_client, on_device = runtime.place((batches, mask, lanes, gathered), on_device)
-    new_state, metrics, cohort_states = self._run(runtime, layout, on_device, *per_client)
-    cohort_states = jax.tree.map(lambda x: x[: len(ids)], cohort_states)  # drop padding clients
+    gathered = store.gather(source.client_ids)
+    run = runtime.run_round(self._round_fn, self, on_device, source, (gathered,),
+                            stacked_by=self._stacked_by)
+    self._record(run)
+    new_state, metrics, cohort_states = run.outputs
+    n = source.num_clients
+    cohort_states = jax.tree.map(lambda x: x[:n], cohort_states)  # drop padding clients
+    ids = tuple(source.client_ids[i] for i in run.order)
     new_store = store.update(ids, cohort_states)
     client_work = StatefulClientWorkState(new_state.client_work.server, new_store)
     return LearningProcessOutput(new_state._replace(client_work=client_work), metrics)
 
-  def _run(self, runtime, layout, state, batches, mask, lanes, *client_states):
-    """Runs the round compiled (by ``runtime``, cached there) for ``layout`` and these inputs.
-
-    ``batches`` and ``mask`` are tuples of blocks; inside the compiled program they are joined
-    into the ``[clients, steps, ...]`` arrays of a :class:`~fedjax_like.core.engine.CohortData`
-    that carries the layout's plan (:func:`_join_blocks`, ``runtime.cohort_data``).
-    """
-    shards = runtime.num_shards
-
-    def round_from_blocks(engine, state, batches, mask, lanes, *rest):
-      data = runtime.cohort_data(
-          _join_blocks(batches, shards), _join_blocks(mask, shards), layout, lanes
-      )
-      return self._round_fn(engine, state, data, *rest)
-
-    args = (state, batches, mask, lanes, *client_states)
-    lane_shape = None if layout.lanes is None else layout.lanes.shape
-    key = (self, layout.step_groups, lane_shape)
-    num_clients = sum(block.shape[0] for block in mask)  # each [clients, steps, batch]
-    compiled = runtime.compile(round_from_blocks, args, key, num_clients, self.stacked_by)
-    self._last_compiled = compiled
-    return compiled(*args)
+  def _record(self, run) -> None:
+    """Keeps what the last round ran (its layout, padding waste and compiled program)."""
+    self._last_layout, self._last_compiled = run.layout, run.compiled
+    self.padding_waste = run.layout.padding_waste
 
   @staticmethod
   def get_model_weights(state: LearningAlgorithmState) -> ModelWeights:

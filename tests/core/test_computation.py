@@ -96,13 +96,13 @@ def test_placement_errors_are_raised_when_traced_and_name_operator_and_types():
   with pytest.raises(TypeError, match=expected):
     sum_at_server(np.zeros(3, np.float32))
 
-  @federated_computation(SERVER)
-  def map_at_server(x):
-    return federated_map(lambda v: v + 1, x)
+  @federated_computation(SERVER, CLIENTS)
+  def map_over_both(x, y):
+    return federated_map(lambda v, w: v + w, (x, y))
 
-  expected = r'federated_map expects .*; got float32\[3\]@SERVER\. Use federated_broadcast'
+  expected = r'federated_map \(argument 0\) expects .*; got float32\[3\]@SERVER\. Use federated_broadcast'
   with pytest.raises(TypeError, match=expected):
-    map_at_server(np.zeros(3, np.float32))
+    map_over_both(np.zeros(3, np.float32), np.zeros((2, 3), np.float32))
 
   @federated_computation(CLIENTS, result=SERVER)
   def leaks_client_values(x):
@@ -152,9 +152,10 @@ def test_map_then_sum_is_one_fused_call_of_the_engine(monkeypatch):
   calls = []
   original = Engine.run
 
-  def spy(self, program, reduce):
-    calls.append(reduce)
-    return original(self, program, reduce)
+  def spy(self, program):
+    summed, stacked = original(self, program)
+    calls.append((len(summed), len(stacked)))
+    return summed, stacked
 
   monkeypatch.setattr(Engine, 'run', spy)
 
@@ -165,7 +166,50 @@ def test_map_then_sum_is_one_fused_call_of_the_engine(monkeypatch):
     return federated_sum(doubled)
 
   weighted_update(np.ones(3, np.float32), XS)
-  assert calls == ['sum']
+  assert calls == [(1, 0)]
+
+
+def test_reductions_over_one_client_loop_run_in_one_pass_with_the_loop_run_once(monkeypatch):
+  # Two sums, a mean and a stacked read of values derived from ONE client loop: one engine pass,
+  # whose combined program steps one carry (the loop's state is not duplicated per request).
+  from fedjax_like.core.engine import ClientLoop, Engine
+
+  runs = []
+  original = Engine.run
+
+  def spy(self, program):
+    runs.append(len({id(p.core) for p in program.parts if p.step is not None}))  # loops run
+    return original(self, program)
+
+  monkeypatch.setattr(Engine, 'run', spy)
+  loop = ClientLoop(lambda shared, _: jnp.zeros(()),
+                    lambda carry, batch, mask: carry + jnp.sum(batch * mask),
+                    lambda shared, carry: carry * shared)
+  batches = np.arange(24, dtype=np.float32).reshape(4, 3, 2)
+  mask = np.ones((4, 3, 2), bool)
+  mask[1, 2:] = False
+
+  @federated_computation(SERVER, CLIENTS)
+  def stats(scale, data):
+    unit = federated_value((), CLIENTS)
+    totals = federated_map(loop, (federated_broadcast(scale), unit, data))
+    total = federated_sum(totals)
+    squares = federated_sum(federated_map(lambda t: t * t, totals))
+    mean = federated_mean(totals)
+    below = federated_map(lambda t, m: t < m, (totals, federated_broadcast(mean)))
+    return total, squares, mean, totals, federated_sum(federated_map(
+        lambda b: b.astype(jnp.int32), below))
+
+  total, squares, mean, per_client, below = stats(np.float32(2.0), (batches, mask))
+  expected = 2.0 * (batches * mask).sum(axis=(1, 2))
+  np.testing.assert_allclose(per_client, expected)
+  np.testing.assert_allclose(total, expected.sum())
+  np.testing.assert_allclose(squares, (expected ** 2).sum())
+  np.testing.assert_allclose(mean, expected.mean())
+  assert int(below) == int((expected < expected.mean()).sum())
+  # Pass 1: total, squares and mean (the loop stepped once); pass 2: the count below the mean,
+  # which needs the mean first, and the stacked totals (again one loop).
+  assert runs == [1, 1]
 
 
 def test_computations_compose():

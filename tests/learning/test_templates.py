@@ -14,6 +14,7 @@ from fedjax_like.core import (
     FederatedValue,
     cohort,
     federated_mean,
+    federated_sum,
     federated_value,
 )
 from fedjax_like.core.engine import Runtime
@@ -40,14 +41,26 @@ def cohort_data():
   return pack_cohort([d.batch(BATCH) for d in make_clients(SIZES)])
 
 
-def materialized_mean(value_type):
-  """A weighted mean NOT in map-reduce form: the composer must materialize client updates."""
+def intrinsics_mean(value_type):
+  """A weighted mean written with plain intrinsics, NOT in map-reduce form: it still fuses."""
 
   def next_fn(state, value, weight):
     mean = federated_mean(value, weight)
-    return MeasuredProcessOutput(state, mean, {'mean_weight': jnp.sum(weight.value)})
+    return MeasuredProcessOutput(state, mean, {'mean_weight': federated_sum(weight)})
 
-  return AggregationProcess(lambda: (), next_fn, value_type, True, None, 'materialized_mean')
+  return AggregationProcess(lambda: (), next_fn, value_type, True, None, 'intrinsics_mean')
+
+
+def stacking_mean(value_type):
+  """A weighted mean that reads every client's update (as a median must): it stacks them."""
+
+  def next_fn(state, value, weight):
+    values, weights = value.value, weight.value
+    total = jnp.sum(weights)
+    mean = jax.tree.map(lambda v: jnp.tensordot(weights, v, 1) / total, values)
+    return MeasuredProcessOutput(state, federated_value(mean, SERVER), {'mean_weight': total})
+
+  return AggregationProcess(lambda: (), next_fn, value_type, True, None, 'stacking_mean')
 
 
 def test_state_and_metrics_are_keyed_by_the_four_parts():
@@ -105,9 +118,9 @@ def test_replacing_one_part_leaves_the_rest_and_the_result_unchanged(replaced):
   data = cohort_data()
   fused = templates.compose_learning_process(*parts(model))
   initial, distributor, client_work, aggregator, finalizer = parts(model)
-  if replaced == 'aggregator':  # a mean that is not in map-reduce form
+  if replaced == 'aggregator':  # a mean written with the intrinsics, not in map-reduce form
     weights_type = jax.eval_shape(model.init_fn, jax.random.key(0))
-    aggregator = materialized_mean(weights_type.trainable)
+    aggregator = intrinsics_mean(weights_type.trainable)
   else:  # a client work given only by its TFF-shaped next
     client_work = client_work._replace(map_reduce=None, name='next_only')
   custom = templates.compose_learning_process(
@@ -146,17 +159,28 @@ def round_shapes(process, data):
   return set(jaxpr_shapes(closed.jaxpr))
 
 
-def test_fused_round_never_stacks_client_updates():
+def test_a_round_stacks_client_updates_only_for_an_aggregator_that_reads_them():
   model, data = dense_model(), cohort_data()
   stacked = (len(SIZES), NUM_FEATURES, NUM_CLASSES)
+  weights_type = jax.eval_shape(model.init_fn, jax.random.key(0))
   fused = templates.compose_learning_process(*parts(model))
   assert stacked not in round_shapes(fused, data)
-  # The check detects a stack: a non-sum aggregator makes the composer materialize updates.
-  weights_type = jax.eval_shape(model.init_fn, jax.random.key(0))
-  materialized = templates.compose_learning_process(
-      *parts(model, aggregator=materialized_mean(weights_type.trainable))
+  # An aggregator written with plain intrinsics fuses into the round's one pass as well.
+  plain = templates.compose_learning_process(
+      *parts(model, aggregator=intrinsics_mean(weights_type.trainable))
   )
-  assert stacked in round_shapes(materialized, data)
+  assert stacked not in round_shapes(plain, data)
+  # The check detects a stack: an aggregator that reads the client values gets them stacked.
+  reading = templates.compose_learning_process(
+      *parts(model, aggregator=stacking_mean(weights_type.trainable))
+  )
+  assert stacked in round_shapes(reading, data)
+  assert reading.round_computation.last_scope.stacked_by == ("the aggregator 'stacking_mean'",)
+  s1, s2 = fused.initialize(), reading.initialize()
+  s1, _ = fused.next(s1, data)
+  s2, _ = reading.next(s2, data)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               s1.global_model_weights, s2.global_model_weights)
 
 
 def test_parts_compose_by_hand_as_in_tff():

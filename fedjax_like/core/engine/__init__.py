@@ -21,7 +21,7 @@ stacked or summed; everything about *how* lives here, one concept a module:
 =================  ==============================================================================
 
 The protocol the core uses: ``engine.map(program)``, ``engine.sum(program)`` (both
-``engine.run(program, reduce)``), :class:`Program` and :class:`ClientLoop`.
+``engine.run(program) -> (summed, stacked)``), :class:`Program` and :class:`ClientLoop`.
 """
 
 from fedjax_like.core.engine.config import CONV_LOWERINGS, STRATEGIES, ExecutionConfig, resolve
@@ -35,7 +35,7 @@ from fedjax_like.core.engine.plan import (
     plan_step_groups,
     step_budget,
 )
-from fedjax_like.core.engine.program import ClientLoop, Program, combine, output_type
+from fedjax_like.core.engine.program import ClientLoop, Program, combine, output_type, same_data
 from fedjax_like.core.engine.runtime import (
     CohortLayout,
     Engine,
@@ -66,6 +66,7 @@ __all__ = [
     'plan_lanes',
     'plan_step_groups',
     'resolve',
+    'same_data',
     'step_budget',
     'using',
 ]

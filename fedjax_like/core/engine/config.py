@@ -41,6 +41,10 @@ class ExecutionConfig:
     shard: split the cohort over devices: True, False, or None (when more than one device).
     devices: the devices to shard over (default: all of ``jax.devices()``).
     max_lanes: the most lanes per device the ``lanes`` runner packs (default 256).
+    stream: stream the cohort's data from the host chunk by chunk (:mod:`.stream`): True, False,
+      or None (when its packed blocks would exceed ``stream_bytes``, on one device).
+    stream_chunk: clients per streamed chunk (default 128).
+    stream_bytes: the packed size above which ``stream=None`` streams (default 1 GiB).
   """
 
   strategy: str = 'auto'
@@ -50,11 +54,14 @@ class ExecutionConfig:
   shard: bool | None = None
   devices: tuple | None = None
   max_lanes: int | None = None
+  stream: bool | None = None
+  stream_chunk: int | None = None
+  stream_bytes: int | None = None
 
   def __post_init__(self):
     if self.strategy not in STRATEGIES:
       raise ValueError(f'Unknown execution strategy {self.strategy!r}; choose one of {STRATEGIES}.')
-    for name in ('chunk_size', 'max_lanes'):
+    for name in ('chunk_size', 'max_lanes', 'stream_chunk', 'stream_bytes'):
       value = getattr(self, name)
       if value is not None and (not isinstance(value, int) or value < 1):
         raise ValueError(f'{name} must be a positive integer; got {value!r}.')

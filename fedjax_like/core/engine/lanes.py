@@ -45,21 +45,55 @@ class CohortData(collections.abc.Sequence):
     step_groups: per device, ``((num_clients, num_steps), ...)`` when the cohort was planned in
       step groups (static: part of the compile key); else None.
     lane_shape: ``(lanes, length, slots)`` per device with ``lanes`` (static); else None.
+    stream: a streamed cohort's :class:`~.stream.StreamSpec` (static), else None. Its data stays
+      on the host (``batches`` and ``mask`` are None): the engine fetches it chunk by chunk
+      (:mod:`.stream`), with ``token`` (int32) naming the round's host feeder and ``real`` (bool
+      ``[clients]``) marking the clients that have examples.
 
   A sequence of two, ``(batches, mask)``: indexing, unpacking and printed types show those.
   """
 
-  def __init__(self, batches, mask, lanes=None, step_groups=None, lane_shape=None):
+  def __init__(self, batches, mask, lanes=None, step_groups=None, lane_shape=None, stream=None,
+               token=None, real=None):
     self.batches, self.mask, self.lanes = batches, mask, lanes
     self.step_groups = None if step_groups is None else tuple(map(tuple, step_groups))
     self.lane_shape = None if lane_shape is None else tuple(lane_shape)
+    self.stream, self.token, self.real = stream, token, real
+
+  @classmethod
+  def streamed(cls, token, real, spec) -> CohortData:
+    """A streamed cohort (see the class docstring)."""
+    return cls(None, None, stream=spec, token=token, real=real)
 
   def tree_flatten(self):
-    return (self.batches, self.mask, self.lanes), (self.step_groups, self.lane_shape)
+    return ((self.batches, self.mask, self.lanes, self.token, self.real),
+            (self.step_groups, self.lane_shape, self.stream))
 
   @classmethod
   def tree_unflatten(cls, aux, children):
-    return cls(*children, *aux)
+    batches, mask, lanes, token, real = children
+    step_groups, lane_shape, stream = aux
+    return cls(batches, mask, lanes, step_groups, lane_shape, stream, token, real)
+
+  @property
+  def num_clients(self) -> int:
+    return self.stream.num_clients if self.stream is not None else self.mask.shape[0]
+
+  @property
+  def client_mask(self) -> jax.Array:
+    """bool ``[clients]``: the clients with at least one real example."""
+    if self.stream is not None:
+      return self.real
+    return jnp.any(self.mask, axis=tuple(range(1, self.mask.ndim)))
+
+  def client_type(self) -> PyTree:
+    """One client's ``(batches, mask)`` as ``jax.ShapeDtypeStruct``s (``[steps, batch, ...]``)."""
+    if self.stream is not None:
+      longest = self.stream.longest
+      return jax.tree.map(lambda s: jax.ShapeDtypeStruct((longest,) + tuple(s.shape), s.dtype),
+                          self.stream.step_type)
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype),
+                        (self.batches, self.mask))
 
   def __getitem__(self, i):
     return (self.batches, self.mask)[i]
@@ -85,8 +119,12 @@ def _lane_table(lane, start, occupancy, num_lanes: int, length: int):
   return client, s, on, on & (s == 0), on & (s == occupancy[client] - 1)
 
 
-def run_lanes(program, broadcast, mapped, data: CohortData, valid, *, reduce, shape, step=None):
-  """One device's share run in lanes; outputs stacked ``[clients, ...]`` or summed.
+def run_lanes(program, broadcast, mapped, data: CohortData, valid, *, shape, step=None):
+  """One device's share run in lanes, in one pass: ``(summed, stacked)``.
+
+  The program's output per client is ``(to_sum, to_stack)`` (see :mod:`.runners`): ``summed`` is
+  the sum of ``to_sum`` over the ``valid`` clients, ``stacked`` every client's ``to_stack``
+  ``[clients, ...]``.
 
   Args:
     program: the :class:`~.program.Program`.
@@ -94,7 +132,6 @@ def run_lanes(program, broadcast, mapped, data: CohortData, valid, *, reduce, sh
     mapped: per-client arguments ``[clients, ...]``.
     data: the device's :class:`CohortData` (with ``lanes``).
     valid: bool ``[clients]``: the clients that count in a sum.
-    reduce: ``'stack'`` or ``'sum'``.
     shape: ``(lanes, length, slots)`` (:class:`~.plan.LanePlan`).
     step: the (lowered) step function to use instead of the program's.
   """
@@ -114,40 +151,36 @@ def run_lanes(program, broadcast, mapped, data: CohortData, valid, *, reduce, sh
     return tuple(next(m) if ax == 0 else next(b) for ax in axes)
 
   at0 = args_of(0)
-  carry_shape = jax.eval_shape(lambda a: program.init(*a), at0)
-  out_shape = jax.eval_shape(lambda a, c: program.finish(*a, c), at0, carry_shape)
+  carry_shape = jax.eval_shape(lambda a: program.init(*a[: program.init_arity]), at0)
+  sum_shape, stack_shape = jax.eval_shape(lambda a, c: program.finish(*a, c), at0, carry_shape)
   zeros = lambda shapes, lead=(): jax.tree.map(  # noqa: E731
       lambda s: jnp.zeros(lead + s.shape, s.dtype), shapes
   )
 
   def one_lane(clients, s_row, on_row, first_row, last_row):
     def body(state, x):
-      carry, acc = state
+      carry, (total, stored) = state
       c, s, on, first, last = x
       args = args_of(c)
-      carry = tree.where(first, program.init(*args), carry)
+      carry = tree.where(first, program.init(*args[: program.init_arity]), carry)
       if step is not None:
         index = order[c, jnp.clip(s, 0, order.shape[1] - 1)]
         batch = jax.tree.map(lambda b: b[c, index], data.batches)
         stepped = step(carry, batch, data.mask[c, index])
         carry = tree.where(on & (s < steps[c]), stepped, carry)
-      out = program.finish(*args, carry)
-      if reduce == 'sum':
-        keep = last & valid[c]
-        acc = jax.tree.map(lambda a, o: a + jnp.where(keep, o, jnp.zeros_like(o)), acc, out)
-      else:
-        r = rank[c]
-        acc = jax.tree.map(lambda a, o: a.at[r].set(jnp.where(last, o, a[r])), acc, out)
-      return (carry, acc), None
+      to_sum, to_stack = program.finish(*args, carry)
+      keep = last & valid[c]
+      total = jax.tree.map(lambda a, o: a + jnp.where(keep, o, jnp.zeros_like(o)), total, to_sum)
+      r = rank[c]
+      stored = jax.tree.map(lambda a, o: a.at[r].set(jnp.where(last, o, a[r])), stored, to_stack)
+      return (carry, (total, stored)), None
 
-    acc0 = zeros(out_shape) if reduce == 'sum' else zeros(out_shape, (slots,))
+    acc0 = (zeros(sum_shape), zeros(stack_shape, (slots,)))
     (_, acc), _ = jax.lax.scan(
         body, (zeros(carry_shape), acc0), (clients, s_row, on_row, first_row, last_row)
     )
     return acc
 
-  per_lane = jax.vmap(one_lane)(*table)
-  if reduce == 'sum':
-    return jax.tree.map(lambda x: jnp.sum(x, axis=0), per_lane)
-  return jax.tree.map(lambda x: x[lane, rank], per_lane)
-
+  total, stored = jax.vmap(one_lane)(*table)
+  return (jax.tree.map(lambda x: jnp.sum(x, axis=0), total),
+          jax.tree.map(lambda x: x[lane, rank], stored))

@@ -60,7 +60,7 @@ def _needed_bytes(compiled) -> int | None:
 
 
 def compile_within_memory(compile_with: Callable[[ExecutionConfig], Any], num_clients: int,
-                          config: ExecutionConfig, stacked_by: tuple[str, ...] = ()):
+                          config: ExecutionConfig, stacked_by=()):
   """Compiles a round and makes sure it fits in device memory before it ever runs.
 
   ``compile_with(config)`` traces and compiles under ``config``. XLA's estimate of the compiled
@@ -70,6 +70,7 @@ def compile_within_memory(compile_with: Callable[[ExecutionConfig], Any], num_cl
   :class:`CohortTooLargeError` names the chunk size that was verified to fit, so nothing dies
   with an opaque out-of-memory error mid-run. ``stacked_by`` names the computations of the round
   that hold every client's value at once (e.g. a median aggregator): the error then names them.
+  It may be a function returning the names, called after the round has been traced.
   """
   compiled = compile_with(config)
   here = jax.process_index()
@@ -91,6 +92,8 @@ def compile_within_memory(compile_with: Callable[[ExecutionConfig], Any], num_cl
           f'{_bytes(limit)} ({num_clients} clients, strategy {strategy!r}). It fits when run as '
           f"cohort.execution('chunked', chunk_size={chunk}) (checked)."
       )
+  if callable(stacked_by):
+    stacked_by = stacked_by()
   if stacked_by:
     raise CohortTooLargeError(
         f'This round needs about {_bytes(needed)} but the {device.platform} device has '

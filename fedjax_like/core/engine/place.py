@@ -72,19 +72,20 @@ def place_cohort(per_client: PyTree, replicated: PyTree, config: ExecutionConfig
   )
 
 
-def sharded(body, m: Mesh, broadcast, mapped, valid, summed: bool):
-  """``body(broadcast, mapped_share, valid_share)`` on every device of ``m``; its outputs are
-  ``psum``-ed when ``summed``, else concatenated along the cohort axis."""
+def sharded(body, m: Mesh, broadcast, mapped, valid):
+  """``body(broadcast, mapped_share, valid_share) -> (summed, stacked)`` on every device of
+  ``m``: ``summed`` is ``psum``-ed over the devices, ``stacked`` concatenated along the cohort
+  axis."""
   spec = PartitionSpec(CLIENTS_AXIS)
 
   def run(b, share, ok):
-    out = body(b, share, ok)
-    return jax.tree.map(lambda x: jax.lax.psum(x, CLIENTS_AXIS), out) if summed else out
+    summed, stacked = body(b, share, ok)
+    return jax.tree.map(lambda x: jax.lax.psum(x, CLIENTS_AXIS), summed), stacked
 
   return jax.shard_map(
       run,
       mesh=m,
       in_specs=(PartitionSpec(), spec, spec),
-      out_specs=PartitionSpec() if summed else spec,
+      out_specs=(PartitionSpec(), spec),
       check_vma=False,
   )(broadcast, mapped, valid)

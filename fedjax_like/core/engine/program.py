@@ -64,6 +64,13 @@ class Program:
     args: the arguments, per client ``[clients, ...]`` (``in_axes`` 0) or broadcast (None).
     in_axes: one entry per argument.
     data: ``(batches, mask)`` per client (``[clients, steps, batch_size, ...]``), or None.
+    core: the identity of the loop (``init``, ``step`` and the first ``init_arity`` arguments):
+      programs derived from one program by :meth:`then` and :meth:`with_arg` share it, so
+      :func:`combine` runs their loop once and applies each one's ``finish`` to the same carry.
+    init_arity: how many leading arguments ``init`` reads.
+    parts, merge: for a program made by :func:`combine`, the single-loop programs it runs and
+      ``merge(their outputs) -> output``, so combining it again flattens it (a loop is never
+      run twice because two derived values were combined separately).
   """
 
   init: Callable[..., PyTree]
@@ -72,6 +79,14 @@ class Program:
   args: tuple
   in_axes: tuple
   data: tuple | None = None
+  core: object = dataclasses.field(default_factory=object)
+  init_arity: int | None = None
+  parts: tuple | None = None
+  merge: Callable[[tuple], PyTree] | None = None
+
+  def __post_init__(self):
+    if self.init_arity is None:
+      object.__setattr__(self, 'init_arity', len(self.args))
 
   @staticmethod
   def of_function(fn: Callable[..., PyTree], args, in_axes) -> Program:
@@ -91,24 +106,26 @@ class Program:
     )
 
   def then(self, fn: Callable[[PyTree], PyTree]) -> Program:
-    """The program whose output is ``fn(output)``."""
-    finish = self.finish
-    return dataclasses.replace(self, finish=lambda *a: fn(finish(*a)))
+    """The program whose output is ``fn(output)`` (same loop)."""
+    finish, merge = self.finish, self.merge
+    return dataclasses.replace(
+        self, finish=lambda *a: fn(finish(*a)),
+        merge=None if merge is None else (lambda outs: fn(merge(outs))),
+    )
 
   def with_arg(self, arg, axis, fn: Callable[[PyTree, PyTree], PyTree]) -> Program:
-    """The program whose output is ``fn(output, arg_i)`` for one more argument ``arg``."""
+    """The program whose output is ``fn(output, arg_i)`` for one more argument ``arg`` (same
+    loop: ``init`` still reads only the first ``init_arity`` arguments)."""
+    if self.parts is not None:
+      extra = Program.of_function(lambda x: x, (arg,), (axis,))
+      return combine((self, extra), None).then(lambda outs: fn(*outs))
     finish = self.finish
 
     def new_finish(*a):
       return fn(finish(*a[:-2], a[-1]), a[-2])
 
-    init = self.init
     return dataclasses.replace(
-        self,
-        init=lambda *a: init(*a[:-1]),
-        finish=new_finish,
-        args=self.args + (arg,),
-        in_axes=self.in_axes + (axis,),
+        self, finish=new_finish, args=self.args + (arg,), in_axes=self.in_axes + (axis,)
     )
 
   @property
@@ -120,7 +137,7 @@ class Program:
         for leaf in jax.tree.leaves(arg)
     }
     if self.data is not None:
-      sizes.add(self.data[1].shape[0])
+      sizes.add(data_clients(self.data))
     if len(sizes) != 1:
       raise ValueError(
           'Per-client arguments must share one leading cohort axis; got sizes '
@@ -129,46 +146,101 @@ class Program:
     return sizes.pop()
 
 
-def _same_data(a: tuple, b: tuple) -> bool:
+def data_clients(data) -> int:
+  """The number of clients of a program's ``data`` (a ``(batches, mask)`` pair or CohortData)."""
+  size = getattr(data, 'num_clients', None)
+  return int(size) if size is not None else int(data[1].shape[0])
+
+
+def client_data_type(data) -> PyTree:
+  """One client's ``(batches, mask)`` of a program's ``data``, as ``jax.ShapeDtypeStruct``s."""
+  if hasattr(data, 'client_type'):
+    return data.client_type()
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), tuple(data))
+
+
+def same_data(a, b) -> bool:
+  """Whether two programs' ``data`` are the very same arrays (so their loops can step together)."""
+  if a is None or b is None:
+    return a is b
   la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
   return len(la) == len(lb) and all(x is y for x, y in zip(la, lb))
 
 
-def combine(programs: tuple[Program, ...], materialize: Callable[[Program], PyTree]) -> Program:
+def _flatten(p: Program) -> tuple[tuple[Program, ...], Callable[[tuple], PyTree]]:
+  """``(single-loop parts, merge)`` of a program: ``output = merge(parts' outputs)``."""
+  if p.parts is None:
+    return (p,), lambda outs: outs[0]
+  return p.parts, p.merge
+
+
+def combine(programs: tuple[Program, ...], materialize: Callable[[Program], PyTree] | None
+            ) -> Program:
   """One program whose output is the tuple of the programs' outputs.
 
-  The programs share one client loop: at most one distinct ``data`` is stepped over (programs over
-  the very same data arrays step together, each with its own carry). A program over other data is
-  run first by ``materialize`` (``program -> stacked outputs [clients, ...]``) and joins as a
-  stored value.
+  The programs share one client loop: at most one distinct ``data`` is stepped over. Programs of
+  one ``core`` (derived from one program by ``then``/``with_arg``, or parts of earlier
+  combinations) run that loop once, each applying its own ``finish`` to the shared carry; programs
+  of other cores over the very same data step together, each with its own carry. A program over
+  other data is run first by ``materialize`` (``program -> stacked outputs [clients, ...]``) and
+  joins as a stored value. Arguments passed to several programs are passed once.
   """
   data = next((p.data for p in programs if p.data is not None), None)
-  parts = []
+  parts, spans, merges = [], [], []
   for p in programs:
-    if p.data is not None and not _same_data(p.data, data):
+    if p.data is not None and not same_data(p.data, data):
+      if materialize is None:
+        raise ValueError('combine: programs over different data need a materialize function.')
       p = Program.of_function(lambda x: x, (materialize(p),), (0,))
-    parts.append(p)
-  spans, args, in_axes = [], [], []
-  for p in parts:
-    spans.append((len(args), len(args) + len(p.args)))
-    args.extend(p.args)
-    in_axes.extend(p.in_axes)
-  steppers = [i for i, p in enumerate(parts) if p.step is not None]
+    own, merge = _flatten(p)
+    start = len(parts)
+    for q in own:
+      if not any(q is r for r in parts):
+        parts.append(q)
+    spans.append(tuple(next(i for i, r in enumerate(parts) if r is q) for q in own))
+    merges.append(merge)
+  args, in_axes, where = [], [], []  # where[j]: the indices of part j's arguments in `args`
+  for q in parts:
+    index = []
+    for arg, axis in zip(q.args, q.in_axes):
+      k = next((i for i, (a, x) in enumerate(zip(args, in_axes)) if a is arg and x == axis), None)
+      if k is None:
+        k = len(args)
+        args.append(arg)
+        in_axes.append(axis)
+      index.append(k)
+    where.append(tuple(index))
+  cores, core_of = [], []  # cores: the first part of each core; core_of[j]: part j's core
+  for j, q in enumerate(parts):
+    k = next((i for i, first in enumerate(cores) if parts[first].core is q.core), None)
+    if k is None:
+      k = len(cores)
+      cores.append(j)
+    core_of.append(k)
+  steppers = [i for i, j in enumerate(cores) if parts[j].step is not None]
 
   def init(*flat):
-    return tuple(p.init(*flat[lo:hi]) for p, (lo, hi) in zip(parts, spans))
+    return tuple(
+        parts[j].init(*(flat[i] for i in where[j][: parts[j].init_arity])) for j in cores
+    )
 
   def step(carry, batch, mask):
     carry = list(carry)
     for i in steppers:
-      carry[i] = parts[i].step(carry[i], batch, mask)
+      carry[i] = parts[cores[i]].step(carry[i], batch, mask)
     return tuple(carry)
+
+  def merge(outs):
+    return tuple(m(tuple(outs[i] for i in span)) for m, span in zip(merges, spans))
 
   def finish(*flat):
     *flat, carry = flat
-    return tuple(p.finish(*flat[lo:hi], c) for p, (lo, hi), c in zip(parts, spans, carry))
+    return merge(tuple(
+        q.finish(*(flat[i] for i in where[j]), carry[core_of[j]]) for j, q in enumerate(parts)
+    ))
 
-  return Program(init, step if steppers else None, finish, tuple(args), tuple(in_axes), data)
+  return Program(init, step if steppers else None, finish, tuple(args), tuple(in_axes), data,
+                 parts=tuple(parts), merge=merge)
 
 
 # ----- one client's loop --------------------------------------------------------------------------
@@ -223,7 +295,7 @@ def client_function(program: Program, kind: str, step: Callable | None = None):
   def call(broadcast, mapped, data):
     b, m = iter(broadcast), iter(mapped)
     args = tuple(next(m) if ax == 0 else next(b) for ax in axes)
-    carry = program.init(*args)
+    carry = program.init(*args[: program.init_arity])
     if step is not None:
       carry = loop_steps(step, carry, data[0], data[1], kind)
     return program.finish(*args, carry)
@@ -242,5 +314,5 @@ def output_type(program: Program) -> PyTree:
   """One client's output as a pytree of ``jax.ShapeDtypeStruct`` (traced abstractly)."""
   broadcast, mapped = split_args(program)
   one = lambda t: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), t)  # noqa: E731
-  data = program.data if program.data is not None else ()
-  return jax.eval_shape(client_function(program, 'scan'), broadcast, one(mapped), one(data))
+  data = client_data_type(program.data) if program.data is not None else ()
+  return jax.eval_shape(client_function(program, 'scan'), broadcast, one(mapped), data)

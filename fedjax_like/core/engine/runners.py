@@ -1,10 +1,12 @@
 """The runners: how a :class:`~.program.Program` runs over one device's clients.
 
-``run_local(program, reduce, strategy, chunk, kind, groups, valid)`` computes every client's
-output and either stacks it (``reduce='stack'``: ``[clients, ...]``) or sums it over the real
-clients (``reduce='sum'``); ``map`` and ``sum`` are this one function. ``valid`` (bool
-``[clients]``) marks the clients that count: padding clients added to fill a chunk or a device are
-zeroed with ``where`` before any sum, so a NaN computed on padding never leaks.
+A program's output per client is a pair ``(to_sum, to_stack)``. ``run_local(program, ...)``
+computes every client's output in ONE pass and returns ``(summed, stacked)``: ``to_sum`` summed
+over the real clients, ``to_stack`` stacked ``[clients, ...]``. Map and sum are this one function
+(``engine.map`` stacks everything, ``engine.sum`` sums everything, a fused round does both: metric
+sums and, say, new client states). ``valid`` (bool ``[clients]``) marks the clients that count:
+padding clients added to fill a chunk or a device are zeroed with ``where`` before any sum, so a
+NaN computed on padding never leaks.
 
 =============  ==================================================================================
 ``vmap``       ``jax.vmap`` of the client function over the whole group
@@ -58,47 +60,57 @@ def masked(valid: jax.Array, tree: PyTree) -> PyTree:
   return jax.tree.map(one, tree)
 
 
-def _map(call, broadcast, mapped, data, n, strategy, chunk):
-  one = lambda m, d: call(broadcast, m, d)  # noqa: E731
-  if strategy == 'vmap':
-    return jax.vmap(one)(mapped, data)
-  if strategy == 'sequential':
-    return jax.lax.map(lambda md: one(*md), (mapped, data))
-  chunked = _in_chunks((mapped, data), n, chunk)
-  out = jax.lax.map(lambda c: jax.vmap(one)(*c), chunked)
-  return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:])[:n], out)
+def _split(out, valid):
+  """A client's ``(to_sum, to_stack)`` output with ``to_sum`` zeroed where ``valid`` is False."""
+  to_sum, to_stack = out
+  return masked(valid, to_sum), to_stack
 
 
-def _sum(call, broadcast, mapped, data, valid, strategy, chunk):
+def _vmapped(one, mapped, data, valid):
+  """``(sum, stacked)`` of ``one`` over the clients side by side."""
+  to_sum, to_stack = _split(jax.vmap(one)(mapped, data), valid)
+  return jax.tree.map(lambda x: jnp.sum(x, axis=0), to_sum), to_stack
+
+
+def _run(call, broadcast, mapped, data, valid, strategy, chunk):
+  """``(sum over valid clients of to_sum, to_stack stacked [clients, ...])`` of the clients'
+  ``(to_sum, to_stack)`` outputs, in one pass over the clients."""
   n = valid.shape[0]
   one = lambda m, d: call(broadcast, m, d)  # noqa: E731
   if strategy == 'vmap':
-    out = jax.vmap(one)(mapped, data)
-    return jax.tree.map(lambda x: jnp.sum(x, axis=0), masked(valid, out))
+    return _vmapped(one, mapped, data, valid)
   first = jax.tree.map(lambda x: x[0], (mapped, data))
-  zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(one, *first))
+  sum_type = jax.eval_shape(one, *first)[0]
+  zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), sum_type)
+  add = lambda total, part: jax.tree.map(jnp.add, total, part)  # noqa: E731
   if strategy == 'sequential':
 
-    def step(total, inputs):
+    def client(total, inputs):
       m, d, ok = inputs
-      out = one(m, d)
-      return jax.tree.map(lambda t, o: t + jnp.where(ok, o, jnp.zeros_like(o)), total, out), None
+      to_sum, to_stack = one(m, d)
+      return add(total, tree_where(ok, to_sum)), to_stack
 
-    return jax.lax.scan(step, zeros, (mapped, data, valid))[0]
-
-  chunked = _in_chunks((mapped, data, valid), n, chunk)
+    return jax.lax.scan(client, zeros, (mapped, data, valid))
 
   def chunk_step(total, inputs):
-    m, d, ok = inputs
-    out = masked(ok, jax.vmap(one)(m, d))
-    return jax.tree.map(lambda t, o: t + jnp.sum(o, axis=0), total, out), None
+    to_sum, to_stack = _vmapped(one, *inputs)
+    return add(total, to_sum), to_stack
 
-  return jax.lax.scan(chunk_step, zeros, chunked)[0]
+  total, stacked = jax.lax.scan(chunk_step, zeros, _in_chunks((mapped, data, valid), n, chunk))
+  return total, jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:])[:n], stacked)
 
 
-def run_local(program, broadcast, mapped, data, valid, *, reduce, strategy, chunk, kind,
-              groups=None, step=None):
-  """One device's share: every client's output, stacked or summed (see the module docstring).
+def tree_where(keep: jax.Array, tree: PyTree) -> PyTree:
+  """``tree`` where ``keep`` (a scalar) is True, zeros elsewhere; NaN-safe."""
+  return jax.tree.map(lambda x: jnp.where(keep, x, jnp.zeros_like(x)), tree)
+
+
+def run_local(program, broadcast, mapped, data, valid, *, strategy, chunk, kind, groups=None,
+              step=None):
+  """One device's share in one pass: ``(summed, stacked)``.
+
+  The program's output per client is ``(to_sum, to_stack)``: ``summed`` is the sum of ``to_sum``
+  over the ``valid`` clients, ``stacked`` every client's ``to_stack`` ``[clients, ...]``.
 
   Args:
     program: the :class:`~.program.Program` (its arguments already split and sharded: see
@@ -107,7 +119,6 @@ def run_local(program, broadcast, mapped, data, valid, *, reduce, strategy, chun
     mapped: the per-client arguments, leaves ``[clients, ...]``.
     data: ``(batches, mask)`` leaves ``[clients, steps, ...]``, or ``()`` for no steps.
     valid: bool ``[clients]``.
-    reduce: ``'stack'`` or ``'sum'``.
     strategy: ``'vmap'``, ``'sequential'`` or ``'chunked'``.
     chunk: clients per chunk for ``chunked``.
     kind: the step loop's form (:func:`~.program.loop_steps`).
@@ -117,10 +128,7 @@ def run_local(program, broadcast, mapped, data, valid, *, reduce, strategy, chun
   call = programs.client_function(program, kind, step)
 
   def run(m, d, ok):
-    cap = min(chunk, ok.shape[0])
-    if reduce == 'sum':
-      return _sum(call, broadcast, m, d, ok, strategy, cap)
-    return _map(call, broadcast, m, d, ok.shape[0], strategy, cap)
+    return _run(call, broadcast, m, d, ok, strategy, min(chunk, ok.shape[0]))
 
   if groups is None or not jax.tree.leaves(data):
     return run(mapped, data, valid)
@@ -136,6 +144,6 @@ def run_local(program, broadcast, mapped, data, valid, *, reduce, strategy, chun
     cut = jax.tree.map(lambda x: x[start:start + count, :budget], data)
     outs.append(run(jax.tree.map(part, mapped), cut, valid[start:start + count]))
     start += count
-  if reduce == 'sum':
-    return jax.tree.map(lambda *xs: functools.reduce(jnp.add, xs), *outs)
-  return jax.tree.map(lambda *xs: jnp.concatenate(xs), *outs)
+  summed = jax.tree.map(lambda *xs: functools.reduce(jnp.add, xs), *(o[0] for o in outs))
+  stacked = jax.tree.map(lambda *xs: jnp.concatenate(xs), *(o[1] for o in outs))
+  return summed, stacked

@@ -10,10 +10,10 @@ Inside a traced computation the runtime travels with the values: every federated
 its :class:`Engine` (the runtime's config, hashable), and the Federated Core reaches the engine
 only through the protocol below. Nothing in the hot path reads ambient state.
 
-    engine.run(program, reduce)   -> outputs stacked [clients, ...] (reduce='stack') or summed
-                                     over the real clients (reduce='sum'); map and sum are this one
-                                     call
-    engine.map(program) / engine.sum(program)
+    engine.run(program)   -> (summed, stacked): the program's output per client is a pair
+                             (to_sum, to_stack); one pass over the clients gives the sum of the
+                             first over the real clients and the second stacked [clients, ...]
+    engine.map(program) / engine.sum(program)   both are ``run``
 
 ``run`` splits the program's arguments by ``in_axes``, pads and shards the cohort over the mesh,
 resolves the strategy (``auto``; ``lanes`` only for a client loop over lane-planned data), lowers
@@ -33,10 +33,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fedjax_like.core.engine import lowering, memory, place, plan
+from fedjax_like.core.engine import host, lowering, memory, place, plan, stream
 from fedjax_like.core.engine.config import ExecutionConfig, resolve
 from fedjax_like.core.engine.lanes import CohortData, run_lanes
-from fedjax_like.core.engine.program import Program, split_args
+from fedjax_like.core.engine.program import Program, output_type, split_args
 from fedjax_like.core.engine.runners import pad_clients, run_local
 
 PyTree = Any
@@ -50,14 +50,15 @@ class Engine:
 
   def map(self, program: Program) -> PyTree:
     """Every client's output, stacked ``[clients, ...]``."""
-    return self.run(program, 'stack')
+    return self.run(program.then(lambda out: ((), out)))[1]
 
   def sum(self, program: Program) -> PyTree:
     """The sum of the clients' outputs (padding clients, masked in the program, add zeros)."""
-    return self.run(program, 'sum')
+    return self.run(program.then(lambda out: (out, ())))[0]
 
-  def run(self, program: Program, reduce: str) -> PyTree:
-    """Runs ``program`` over its cohort; ``reduce`` is ``'stack'`` or ``'sum'``."""
+  def run(self, program: Program) -> tuple[PyTree, PyTree]:
+    """Runs ``program`` over its cohort in one pass; its output per client is a pair ``(to_sum,
+    to_stack)``. Returns ``(sum of to_sum over the real clients, to_stack [clients, ...])``."""
     config = self.config
     n = program.num_clients
     broadcast, mapped = split_args(program)
@@ -70,22 +71,43 @@ class Engine:
       m, d = share
       strategy, chunk = resolve(ok.shape[0], config, has_steps)
       if strategy == 'lanes' and lanes_shape is not None:
-        return run_lanes(program, b, m, d, ok, reduce=reduce, shape=lanes_shape, step=step)
+        return run_lanes(program, b, m, d, ok, shape=lanes_shape, step=step)
       if strategy == 'lanes':
         strategy = 'vmap'
       return run_local(
-          program, b, m, d, ok, reduce=reduce, strategy=strategy, chunk=chunk,
-          kind=config.loop_kind, groups=getattr(d, 'step_groups', None), step=step,
+          program, b, m, d, ok, strategy=strategy, chunk=chunk, kind=config.loop_kind,
+          groups=getattr(d, 'step_groups', None), step=step,
       )
 
     m = place.mesh(config)
+    if getattr(data, 'stream', None) is not None:
+      if m is not None:
+        raise ValueError('A streamed cohort runs on one device; shard=False, or pack it in memory.')
+      return self._run_streamed(program, broadcast, mapped, data, has_steps, step)
     if m is None:
       return local(broadcast, (mapped, data), jnp.ones((n,), bool))
     padded = -(-n // m.size) * m.size
     valid = jnp.arange(padded) < n
     share = pad_clients((mapped, data), n, padded)
-    out = place.sharded(local, m, broadcast, share, valid, summed=reduce == 'sum')
-    return out if reduce == 'sum' else jax.tree.map(lambda x: x[:n], out)
+    summed, stacked = place.sharded(local, m, broadcast, share, valid)
+    return summed, jax.tree.map(lambda x: x[:n], stacked)
+
+
+  def _run_streamed(self, program, broadcast, mapped, data, has_steps, step):
+    """A streamed cohort, chunk after chunk (:mod:`.stream`), each chunk with the strategy in
+    force (``lanes`` runs chunks vectorized)."""
+    config = self.config
+    chunk_clients = max(c for _, c, _ in data.stream.segments)
+    strategy, chunk = resolve(chunk_clients, config, has_steps)
+    strategy = 'vmap' if strategy == 'lanes' else strategy
+    to_sum, to_stack = output_type(program)
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), to_sum)
+
+    def run_chunk(m, d, valid):
+      return run_local(program, broadcast, m, d, valid, strategy=strategy,
+                       chunk=min(chunk, valid.shape[0]), kind=config.loop_kind, step=step)
+
+    return stream.run_streamed(run_chunk, mapped, data, zeros, to_stack)
 
 
 def _computed_waste(steps: np.ndarray, layout, shards: int, by_budget: bool) -> float:
@@ -154,16 +176,17 @@ class Runtime:
 
   # ----- planning -----------------------------------------------------------------------------
 
-  def layout(self, steps: np.ndarray) -> CohortLayout:
+  def layout(self, steps: np.ndarray, streamed: bool = False) -> CohortLayout:
     """How to pack a cohort whose clients have ``steps`` real steps: a function of ``steps``
-    alone (and the devices), so a resumed run packs every round exactly as the first run did."""
+    alone (and the devices), so a resumed run packs every round exactly as the first run did.
+    ``streamed``: step groups even where the strategy would run lanes (a streamed cohort)."""
     shards = self.num_shards
     n = steps.size
     strategy = self.strategy_for(n)
-    if strategy == 'lanes':
+    if strategy == 'lanes' and not streamed:
       lanes = plan.plan_lanes(steps, shards, self.config.max_lanes)
       return CohortLayout(((lanes.order, None),), None, lanes, lanes.waste)
-    grouped = strategy != 'sequential' or n // shards >= 64
+    grouped = strategy != 'sequential' or n // shards >= 64 or streamed
     # Under sequential padding steps are skipped, so groups only save memory, and each costs one
     # more copy of the client program to compile: none for small cohorts, a few for large ones.
     max_groups = 4 if strategy == 'sequential' else plan._MAX_GROUPS
@@ -213,6 +236,14 @@ class Runtime:
     """The clients (padding included) a lane layout runs, else None (the cohort's own size)."""
     return None if layout.lanes is None else int(layout.lanes.lane.shape[0])
 
+  # ----- a round ------------------------------------------------------------------------------
+
+  def run_round(self, fn: Callable, key: Any, replicated: PyTree, source, per_client: tuple = (),
+                stacked_by=()) -> host.RoundRun:
+    """Plans, packs, places, compiles (cached) and runs ``fn(engine, replicated, data,
+    *per_client)`` over the cohort ``source`` (see :func:`.host.run_round`)."""
+    return host.run_round(self, fn, key, replicated, source, per_client, stacked_by)
+
   # ----- placement and compilation ------------------------------------------------------------
 
   def place(self, per_client: PyTree, replicated: PyTree):
@@ -220,7 +251,7 @@ class Runtime:
     return place.place_cohort(per_client, replicated, self.config)
 
   def compile(self, fn: Callable, args: tuple, key: Any, num_clients: int,
-              stacked_by: tuple[str, ...] = ()):
+              stacked_by=()):
     """``jax.jit(fn)`` compiled for ``args``, cached under ``key`` (the caller's identity of
     ``fn`` plus any static layout) and the arguments' shapes, dtypes and shardings, and checked to
     fit in device memory before it runs (:func:`.memory.compile_within_memory`). ``fn(engine,

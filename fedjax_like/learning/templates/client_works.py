@@ -53,6 +53,7 @@ from fedjax_like.core import (
     federated_sum,
     federated_value,
 )
+from fedjax_like.core.values import unpack
 from fedjax_like.models.model import Model
 
 PyTree = Any
@@ -139,7 +140,8 @@ def client_outputs(
   shared = federated_map(lambda p, w: (p, w), (
       federated_broadcast(federated_value(prepared, SERVER)), weights,
   ))
-  per_client = FederatedValue((client_inputs, client_states), CLIENTS, engine=data.engine)
+  per_client = FederatedValue((client_inputs, client_states), CLIENTS, engine=data.engine,
+                              scope=data.scope)
   return federated_map(form.loop, (shared, per_client, data))
 
 
@@ -193,18 +195,22 @@ def build_client_work(
   stateful = initial_client_state is not None
 
   def next_fn(state, weights: FederatedValue, data: FederatedValue, client_states=None):
-    """Runs the work over the cohort once (materialized) and reports its summed measurements."""
+    """One round of the work over the cohort, written with the intrinsics: the clients' outputs
+    stay deferred (the aggregator's per-client work is fused after the loop) and the summed
+    measurements are lazy, so the round runs in one engine pass."""
     num_clients = data.num_clients
     prepared, client_inputs = prepare(state, num_clients)
     if stateful and client_states is None:
       raise TypeError(f'Client work {name!r} is stateful: next(...) needs client_states@CLIENTS.')
     states = client_states.value if stateful else ()
-    outputs = client_outputs(form, prepared, weights, client_inputs, states, data).value
-    new_state, measurements = report(state, sum_stored(outputs.summands))
-    new_states = FederatedValue(outputs.client_state, CLIENTS) if stateful else None
-    return ClientWorkOutput(
-        new_state, FederatedValue(outputs.result, CLIENTS), measurements, new_states
+    outputs = client_outputs(form, prepared, weights, client_inputs, states, data)
+    summed = federated_sum(federated_map(lambda out: out.summands, outputs))
+    new_state, measurements = unpack(
+        federated_map(lambda sums: tuple(report(state, sums)), summed), 2
     )
+    new_states = federated_map(lambda out: out.client_state, outputs) if stateful else None
+    result = federated_map(lambda out: out.result, outputs)
+    return ClientWorkOutput(new_state, result, measurements, new_states)
 
   return ClientWorkProcess(
       initialize=initialize,

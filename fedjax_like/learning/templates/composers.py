@@ -10,18 +10,16 @@ with state ``LearningAlgorithmState(global_model_weights, distributor, client_wo
 finalizer)`` and metrics ``{'distributor', 'client_work', 'aggregator', 'finalizer'}``, each part's
 measurements under its own key.
 
-How the clients run (chosen here, executed by the engine):
-
-- **fused** (the client work and the aggregator both come in map-reduce form, clients stateless):
-  ONE ``federated_map`` runs, per client, the client work's ``work`` and then the aggregator's
-  ``work`` on its update, and ONE ``federated_sum`` reduces the aggregator's summands together with
-  the client work's (metric sums ...). Local training runs once per client and the updates are
-  never stacked as ``[clients, params]``: with ``sequential``/``chunked`` execution memory is
-  O(chunk), whatever the cohort size.
-- **materialized** (stateful clients, whose new states must come back per client anyway, or an
-  aggregator that is not a sum, e.g. a median): the client work runs once with its outputs stacked,
-  then the aggregator's ``next`` reduces them.
-- a client work given only as ``next`` is called as is, then the aggregator's ``next``.
+How the clients run: the composition is TFF's plain chain, each part's ``next`` called in turn,
+and the round still runs its clients once. Every part is written with the Federated Core's
+intrinsics, whose reductions are lazy (:mod:`fedjax_like.core.passes`): the client work's metric
+sums, the aggregator's sums (clipped updates, weights, counts, norm quantiles) and, for stateful
+clients, the new client states are all requested before the finalizer reads the aggregate, so
+they run in ONE engine pass. Local training runs once per client, the aggregator's per-client
+work runs right after it, and the updates are never stacked as ``[clients, params]`` (under
+``sequential``/``chunked`` execution memory is O(chunk), whatever the cohort size). An aggregator
+that needs every client's value (a median) reads them stacked in that same pass; the memory check
+then names it.
 
 Construction checks that the parts fit (weights type from ``initial_model_weights_fn`` through the
 distributor, client work and finalizer; the client work's update type against the aggregator's
@@ -47,19 +45,14 @@ from fedjax_like.core import (
     CLIENTS,
     SERVER,
     FederatedValue,
-    federated_broadcast,
     federated_computation,
-    federated_map,
-    federated_sum,
     federated_value,
 )
+from fedjax_like.core.engine import CohortData
+from fedjax_like.core.values import resolve
 from fedjax_like.learning.client_states import ClientStates, StatefulClientWorkState
 from fedjax_like.learning.process import LearningAlgorithmState, LearningProcess
-from fedjax_like.learning.templates.client_works import (
-    ClientWorkProcess,
-    client_outputs,
-    sum_stored,
-)
+from fedjax_like.learning.templates.client_works import ClientWorkProcess
 from fedjax_like.learning.templates.distributors import DistributionProcess
 from fedjax_like.learning.templates.finalizers import FinalizerProcess
 from fedjax_like.models.model import ModelWeights
@@ -161,13 +154,7 @@ def compose_learning_process(
   _validate(weights_type, model_weights_distributor, client_work, aggregator, model_finalizer)
   distributor, finalizer = model_weights_distributor, model_finalizer
   stateful = client_work.initial_client_state is not None
-  cw_form, agg_form = client_work.map_reduce, aggregator.map_reduce
-  if stateful and cw_form is None:
-    raise TypeError(
-        f'compose_learning_process: {_part("client_work", client_work)} keeps client state, so it '
-        'must come in map-reduce form (build it with templates.build_client_work).'
-    )
-  fused = cw_form is not None and agg_form is not None and not stateful
+  aggregator_name = _part('aggregator', aggregator)
 
   def initialize() -> LearningAlgorithmState:
     client_work_state = client_work.initialize()
@@ -182,90 +169,68 @@ def compose_learning_process(
         finalizer=finalizer.initialize(),
     )
 
-  def aggregate(state, update, weight):
-    weight = weight if aggregator.is_weighted else None
-    return aggregator.next(state, update, weight)
-
-  def clients_fused(state, weights_at_clients, data):
-    prepared, client_inputs = cw_form.prepare(state.client_work, data.num_clients)
-    outputs = client_outputs(cw_form, prepared, weights_at_clients, client_inputs, (), data)
-    agg_prepared = federated_broadcast(federated_value(agg_form.prepare(state.aggregator), SERVER))
-
-    def per_client(out, agg_prepared):
-      weight = out.result.update_weight if aggregator.is_weighted else None
-      return agg_form.work(agg_prepared, out.result.update, weight), out.summands
-
-    # One program: the client's loop, then the aggregator's work on its update, summed at once.
-    agg_summed, cw_summed = federated_sum(federated_map(per_client, (outputs, agg_prepared))).value
-    cw_state, cw_measurements = cw_form.report(state.client_work, cw_summed)
-    agg_out = agg_form.report(state.aggregator, agg_summed)
-    update = federated_value(agg_out.result, SERVER)
-    return cw_state, cw_measurements, agg_out._replace(result=update), None
-
-  def clients_materialized(state, weights_at_clients, data, client_states):
-    cw_state = state.client_work.server if stateful else state.client_work
-    real = data.mask
-    if cw_form is None:
-      out = client_work.next(cw_state, weights_at_clients, data)
-      results, cw_state, measurements, new_states = out.result, out.state, out.measurements, None
-      update, weight = results[0], results[1]
-    else:
-      prepared, client_inputs = cw_form.prepare(cw_state, data.num_clients)
-      outputs = client_outputs(
-          cw_form, prepared, weights_at_clients, client_inputs, client_states, data
-      ).value
-      cw_state, measurements = cw_form.report(cw_state, sum_stored(outputs.summands, real))
-      update = FederatedValue(outputs.result.update, CLIENTS, mask=real, engine=data.engine)
-      weight = FederatedValue(outputs.result.update_weight, CLIENTS, mask=real, engine=data.engine)
-      new_states = outputs.client_state if stateful else None
-    if stateful:
-      cw_state = StatefulClientWorkState(cw_state, None)
-    return cw_state, measurements, aggregate(state.aggregator, update, weight), new_states
-
   returns = (SERVER, SERVER, CLIENTS) if stateful else (SERVER, SERVER)
 
   @federated_computation(SERVER, CLIENTS, result=returns, name=name)
   def round_computation(server_state, client_data):
-    """One round: distributor -> client work -> aggregator -> finalizer, typed by placement."""
+    """One round: distributor -> client work -> aggregator -> finalizer, typed by placement.
+
+    TFF's plain chain. The parts' reductions are lazy, so the client work's measurements, the
+    aggregator's sums (and the new client states) all come out of one engine pass, run when the
+    finalizer reads the aggregate: local training runs once per client with the aggregator's
+    per-client work right after it.
+    """
     state = server_state.value
     if stateful:
-      cohort_data, client_states = client_data.value
+      cohort_data, stored_states = client_data.value
+      client_states = FederatedValue(stored_states, CLIENTS, mask=client_data.mask,
+                                     engine=client_data.engine, scope=client_data.scope)
+      cw_state = state.client_work.server
     else:
-      cohort_data, client_states = client_data.value, ()
+      cohort_data, client_states, cw_state = client_data.value, None, state.client_work
     # The clients' (batches, mask) as the engine steps over them; client_data.mask is False for
     # padding clients (e.g. added to fill a device mesh).
-    data = FederatedValue(cohort_data, CLIENTS, mask=client_data.mask, engine=client_data.engine)
+    data = FederatedValue(cohort_data, CLIENTS, mask=client_data.mask, engine=client_data.engine,
+                          scope=client_data.scope)
     weights_at_server = federated_value(state.global_model_weights, SERVER)
     dist_out = distributor.next(state.distributor, weights_at_server)
-    if fused:
-      cw_state, cw_measurements, agg_out, new_states = clients_fused(state, dist_out.result, data)
+    if stateful:
+      cw_out = client_work.next(cw_state, dist_out.result, data, client_states)
+      cw_out.client_states.prefetch()  # stacked in the round's one pass
     else:
-      cw_state, cw_measurements, agg_out, new_states = clients_materialized(
-          state, dist_out.result, data, client_states
-      )
+      cw_out = client_work.next(cw_state, dist_out.result, data)
+    update, weight = cw_out.result[0], cw_out.result[1]
+    with data.scope.labeled(aggregator_name):
+      agg_out = aggregator.next(state.aggregator, update, weight if aggregator.is_weighted else None)
     fin_out = finalizer.next(state.finalizer, weights_at_server, agg_out.result)
-    new_state = LearningAlgorithmState(
-        global_model_weights=fin_out.result.value,
+    cw_new = cw_out.state
+    if stateful:
+      cw_new = StatefulClientWorkState(resolve(cw_new), None)
+    new_state = resolve(LearningAlgorithmState(
+        global_model_weights=fin_out.result,
         distributor=dist_out.state,
-        client_work=cw_state,
+        client_work=cw_new,
         aggregator=agg_out.state,
         finalizer=fin_out.state,
-    )
-    metrics = {
+    ))
+    metrics = resolve({
         'distributor': dist_out.measurements,
-        'client_work': cw_measurements,
+        'client_work': cw_out.measurements,
         'aggregator': agg_out.measurements,
         'finalizer': fin_out.measurements,
-    }
+    })
     if stateful:
-      return new_state, metrics, FederatedValue(new_states, CLIENTS)
+      return new_state, metrics, cw_out.client_states
     return new_state, metrics
 
   def round_fn(engine, state: LearningAlgorithmState, data, *client_states):
     # Clients without a single example are padding (validation rejects empty real clients): they
     # are masked out of every reduction, so padding a cohort to fill devices changes nothing.
-    mask = data[1]
-    real = jnp.any(mask, axis=tuple(range(1, mask.ndim)))
+    if isinstance(data, CohortData):
+      real = data.client_mask
+    else:
+      mask = data[1]
+      real = jnp.any(mask, axis=tuple(range(1, mask.ndim)))
     client_data = (data, *client_states) if stateful else data
     return round_computation(state, client_data, client_mask=real, engine=engine)
 
@@ -277,5 +242,5 @@ def compose_learning_process(
       stateful_clients=stateful,
       round_computation=round_computation,
       runtime=runtime,
-      stacked_by=() if aggregator.map_reduce is not None else (_part('aggregator', aggregator),),
+      stacked_by=lambda: round_computation.last_scope.stacked_by,
   )
