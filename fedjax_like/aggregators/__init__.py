@@ -56,6 +56,8 @@ from fedjax_like.aggregators.factory import (
     same_type,
     tensor_type,
 )
+from fedjax_like.aggregators.geometric_median import GeometricMedianFactory
+from fedjax_like.aggregators.krum import KrumFactory
 from fedjax_like.aggregators.mean import MeanFactory, UnweightedMeanFactory
 from fedjax_like.aggregators.quantile_estimation import PrivateQuantileEstimationProcess
 from fedjax_like.aggregators.robust import MedianFactory, TrimmedMeanFactory
@@ -69,6 +71,8 @@ __all__ = [
     'DifferentiallyPrivateFactory',
     'EstimationMapReduceForm',
     'EstimationProcess',
+    'GeometricMedianFactory',
+    'KrumFactory',
     'MapReduceForm',
     'MeanFactory',
     'MeasuredProcessOutput',
