@@ -49,9 +49,11 @@ from fedjax_like.aggregators.estimation import (
 from fedjax_like.aggregators.factory import (
     AggregationFactory,
     AggregationProcess,
+    ClientStatesOutput,
     MapReduceForm,
     MeasuredProcessOutput,
     build_map_reduce_aggregation,
+    call_next,
     format_type,
     same_type,
     tensor_type,
@@ -60,18 +62,24 @@ from fedjax_like.aggregators.geometric_median import GeometricMedianFactory
 from fedjax_like.aggregators.krum import KrumFactory
 from fedjax_like.aggregators.mean import MeanFactory, UnweightedMeanFactory
 from fedjax_like.aggregators.quantile_estimation import PrivateQuantileEstimationProcess
+from fedjax_like.aggregators.quantization import EncodedSumFactory, UniformQuantizationFactory
 from fedjax_like.aggregators.robust import MedianFactory, TrimmedMeanFactory
+from fedjax_like.aggregators.rotation import HadamardTransformFactory
 from fedjax_like.aggregators.secure import SecureSumFactory
 from fedjax_like.aggregators.secure_modular import SecureModularSumFactory
+from fedjax_like.aggregators.sparsification import TopKSparsificationFactory
 from fedjax_like.aggregators.sum_factory import SumFactory
 
 __all__ = [
     'AggregationFactory',
     'AggregationProcess',
+    'ClientStatesOutput',
     'DifferentiallyPrivateFactory',
+    'EncodedSumFactory',
     'EstimationMapReduceForm',
     'EstimationProcess',
     'GeometricMedianFactory',
+    'HadamardTransformFactory',
     'KrumFactory',
     'MapReduceForm',
     'MeanFactory',
@@ -81,11 +89,14 @@ __all__ = [
     'SecureModularSumFactory',
     'SecureSumFactory',
     'SumFactory',
+    'TopKSparsificationFactory',
     'TrimmedMeanFactory',
+    'UniformQuantizationFactory',
     'UnweightedMeanFactory',
     'adaptive_clip_noise_params',
     'build_map_reduce_aggregation',
     'build_map_reduce_estimation',
+    'call_next',
     'clipping_factory',
     'constant_process',
     'format_type',
