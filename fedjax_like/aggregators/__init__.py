@@ -18,17 +18,22 @@ wraps an inner one, e.g. zeroing(clipping(mean))):
 - ``differential_privacy``: ``DifferentiallyPrivateFactory.gaussian_fixed`` / ``.gaussian_adaptive``
   (DP-FedAvg: a clipped sum plus Gaussian noise from a key in the state, over the expected cohort;
   unweighted, as in TFF);
-- ``robust``: ``MedianFactory`` and ``TrimmedMeanFactory`` (coordinate-wise; not sums: they take
-  the materialized client values);
+- ``robust``: ``MedianFactory`` and ``TrimmedMeanFactory`` (coordinate-wise); ``krum``:
+  ``KrumFactory`` (Krum and Multi-Krum); ``geometric_median``: ``GeometricMedianFactory`` (RFA's
+  smoothed Weiszfeld passes). Not sums: they take the materialized client values (memory
+  O(cohort x model), named by the engine's memory check);
 - ``secure``: ``SecureSumFactory`` (integer and float modes as TFF's: clip, encode in
   ``[0, 2**b)``, secure sum, decode), bounds fixed or adaptive; ``secure_modular``:
-  ``SecureModularSumFactory`` (a modular sum that really wraps around, and reports it).
+  ``SecureModularSumFactory`` (a modular sum that really wraps around, and reports it);
+- compression, each wrapping an inner factory and reporting bits per client against float32
+  (``compression``): ``quantization``: ``UniformQuantizationFactory`` (unbiased stochastic
+  rounding to 1..32 bits over each client's tensor range, keys from the state) and
+  ``EncodedSumFactory.quantize_above_threshold`` (TFF's); ``rotation``:
+  ``HadamardTransformFactory`` (random signs and a fast Walsh-Hadamard transform, undone after
+  the inner aggregation); ``sparsification``: ``TopKSparsificationFactory`` (top-k with error
+  feedback: an aggregation with client state, see ``factory``).
 
-The plan, still to come:
-
-- DP-FTRL (tree aggregation or banded matrix factorization) and privacy accounting;
-- ``robust``: Krum, Multi-Krum, geometric median (not sums: they take materialized values);
-- ``compression``: quantization and sparsification of client values before the sum.
+Still to come: DP-FTRL (tree aggregation or banded matrix factorization) and privacy accounting.
 
 The sum-shaped ones provide a :class:`~fedjax_like.aggregators.factory.MapReduceForm`
 (``prepare`` / per-client ``work`` / ``report``) so a learning process fuses their client-side work
