@@ -167,7 +167,11 @@ def test_secure_aggregator_in_weighted_fed_avg_agrees_with_the_robust_one():
     (fl.learning.robust_aggregator, fl.learning.algorithms.build_weighted_fed_avg),
     (lambda: fl.learning.dp_aggregator(0.2, len(SIZES), seed=5),
      fl.learning.algorithms.build_unweighted_fed_avg),
-], ids=['robust', 'dp'])
+    (lambda: fl.learning.compression_aggregator(seed=5),
+     fl.learning.algorithms.build_weighted_fed_avg),
+    (lambda: fl.aggregators.KrumFactory(1, num_selected=2),
+     fl.learning.algorithms.build_unweighted_fed_avg),
+], ids=['robust', 'dp', 'compression', 'multi_krum'])
 def test_every_execution_strategy_gives_the_same_rounds(make, build):
   from fedjax_like.core import cohort  # noqa: PLC0415
 
