@@ -45,7 +45,6 @@ from fedjax_like.aggregators.factory import (
 from fedjax_like.aggregators.robust import check_float_value_type, stacked_valid
 from fedjax_like.core import (
     CLIENTS,
-    SERVER,
     FederatedValue,
     federated_broadcast,
     federated_map,

@@ -15,9 +15,10 @@ reduced by one ``federated_sum`` (no ``[clients, params]`` stack).
 and of ``w_i`` (or of the int32 count) are delegated to those factories (e.g. ``SecureSumFactory``,
 as ``secure_aggregator`` does, or a quantizer, as ``compression_aggregator``). When both come in
 map-reduce form so does the mean; otherwise ``next`` is the intrinsics chain (per-client terms by
-``federated_map``, each sum's own ``next``, the division by ``federated_map`` at SERVER). The state is then
-``{value_sum_process, weight_sum_process}`` and the measurements TFF's ``{mean_value: <value
-sum's>, mean_weight (or mean_count): <weight sum's>}`` plus ``num_clients_non_finite``.
+``federated_map``, each sum's own ``next``, the division by ``federated_map`` at SERVER). The
+state is then ``{value_sum_process, weight_sum_process}`` and the measurements TFF's
+``{mean_value: <value sum's>, mean_weight (or mean_count): <weight sum's>}`` plus
+``num_clients_non_finite``.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ SGD with Memory", https://arxiv.org/abs/1809.07599; Karimireddy et al. 2019, "Er
 SignSGD", https://arxiv.org/abs/1901.09847):
 
     a_i  = x_i + e_i                (e_i = 0 for a client never seen)
-    s_i  = top_k(a_i)               (a_i on its k largest |a_ij|, zeros elsewhere; ties: lower index)
+    s_i  = top_k(a_i)               (a_i on its k largest |a_ij|, else 0; ties: lower index)
     e_i <- a_i - s_i                 (the new client state)
 
 and ``s_i`` goes to ``inner_agg_factory`` (default ``SumFactory()``). Nothing is lost: after any

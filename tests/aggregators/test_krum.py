@@ -101,5 +101,5 @@ def test_bad_arguments_and_too_small_cohorts():
   with pytest.raises(TypeError, match='needs floating-point values'):
     KrumFactory(1).create(jax.ShapeDtypeStruct((2,), jnp.int32))
   values = make_values(6)
-  with pytest.raises(ValueError, match=r'more than 2f \+ 2 = 6 clients per round; the cohort has 6'):
+  with pytest.raises(ValueError, match=r'more than 2f \+ 2 = 6 clients per round; the cohort has'):
     run_rounds(KrumFactory(2).create(value_type_of(values)), [values])

@@ -1,4 +1,4 @@
-"""Randomized Hadamard rotation: the transform against NumPy, exactness, and less quantization error."""
+"""Randomized Hadamard rotation: the transform against NumPy, exactness, less quantization error."""
 
 import jax
 import jax.numpy as jnp

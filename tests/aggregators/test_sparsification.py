@@ -45,7 +45,7 @@ def run(process, rounds, cohorts, weights=None):
     w = None if weights is None else weights[r]
     state, result, m, new = step(state, values, gathered, w)
     for j, i in enumerate(cohort):
-      store[i] = jax.tree.map(lambda x: x[j], new)
+      store[i] = jax.tree.map(lambda x, j=j: x[j], new)
     results.append(jax.tree.map(np.asarray, result))
     measured.append(m)
   return results, measured, [jax.tree.map(np.asarray, s) for s in store]
