@@ -195,7 +195,7 @@ def table(results: dict, attacks) -> str:
 
   def verdict(row, reference):
     holds = [a for a in attacked if row[a] >= reference - 0.05]
-    return 'all' if len(holds) == len(attacked) else (', '.join(holds) or 'none')
+    return 'all' if len(holds) == len(attacked) else (', '.join(f'`{a}`' for a in holds) or 'none')
 
   for name, row in results.items():
     if name.startswith('_'):
@@ -219,6 +219,36 @@ def environment(command: str) -> str:
   ])
 
 
+READING = """\
+- The plain mean leaves non-finite updates out (weight 0, counted in `num_clients_non_finite`), as
+  TFF's client work does, so NaN updates do not hurt it; 100x and -4x updates ruin it.
+- TFF's adaptive zeroing (`robust_aggregator`'s) tracks the 0.98 quantile of the clients' L-inf
+  norms and zeroes above `2 Z + 1`: with 20% of each cohort attacking, that quantile is an
+  attacker's norm, so the threshold climbs above the attackers within a few rounds and lets them
+  through. Zeroing at twice the median norm (an adaptive `zeroing_factory` with target quantile
+  0.5, multiplier 2) zeroes them. `robust_aggregator`'s adaptive clipping (0.8 quantile) bounds a
+  100x update but not the -4x one, whose norm is only 4x an honest one.
+- Krum keeps one client's update per round: on label-skewed clients it trails the mean even
+  without attack (its clean run is the column to compare it with); Multi-Krum averages the 16 best
+  and keeps up. The coordinate-wise median also costs some accuracy on skewed clients."""
+
+
+def describe(args: dict) -> str:
+  model = 'MLP 784-64-10' if args['model'] == 'mlp' else 'logistic'
+  return (
+      f'Unweighted FedAvg on the offline digits: {args["clients"]} clients (Dirichlet alpha '
+      f'{args["alpha"]}), {model} model, {args["cohort"]} clients per round (the same seeded '
+      f'cohorts for every run), {args["rounds"]} rounds, one local epoch of batch-16 SGD 0.1, '
+      f'server SGD 1.0. Each round a random 20% of the cohort ({round(0.2 * args["cohort"])} '
+      'clients) replaces its update u by `100 u` (scaled), `-4 u` (sign_flip: cancels the honest '
+      '80% in the plain mean) or NaN (nan), through an aggregator wrapper '
+      '(`benchmarks/poisoning.py`). Cells: test accuracy of the final model (federated '
+      'evaluation over every client\'s held-out split); the last two columns list the attacks '
+      'under which the aggregator stays within 5 points of the clean plain mean (`mean` / '
+      '`none`) and of its own clean run. Raw results: `benchmarks/results/poisoning.json` '
+      '(`--from-json` redoes this section from them).')
+
+
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--rounds', type=int, default=40)
@@ -238,25 +268,22 @@ def main(argv=None) -> None:
     results = run(rounds=args.rounds, num_clients=args.clients, alpha=args.alpha,
                   cohort=args.cohort, model=args.model, attacks=attacks,
                   log=lambda s: print(s, file=sys.stderr))
+    command = 'python -m benchmarks.poisoning' + ' '.join([''] + (argv or sys.argv[1:]))
+    results['_run'] = {
+        'args': vars(args),
+        'environment': environment(command)
+        + f'\n- total wall time: {time.perf_counter() - start:.0f} s',
+    }
     if not args.no_write:
       RAW.write_text(json.dumps(results, indent=1) + '\n')
   markdown = table(results, attacks)
   print(markdown)
-  command = 'python -m benchmarks.poisoning' + ' '.join([''] + (argv or sys.argv[1:]))
   report = '\n\n'.join([
       '## 4. Aggregators under poisoning (`python -m benchmarks.poisoning`)',
-      f'Unweighted FedAvg on the offline digits: {args.clients} clients (Dirichlet alpha '
-      f'{args.alpha}), {args.model.upper() if args.model == "mlp" else "logistic"} model, '
-      f'{args.cohort} clients per round (the same seeded cohorts for every run), {args.rounds} '
-      'rounds, one local epoch of batch-16 SGD 0.1, server SGD 1.0. Each round a random 20% of '
-      f'the cohort ({round(0.2 * args.cohort)} clients) replaces its update u by `100 u` '
-      '(scaled), `-4 u` (sign_flip: cancels the honest 80% in the plain mean) or NaN (nan), '
-      'through an aggregator wrapper (`benchmarks/poisoning.py`). Cells: test accuracy of the '
-      'final model (federated evaluation over every client\'s held-out split); the last column '
-      'lists the attacks under which the aggregator stays within 5 points of the clean plain '
-      'mean (`mean` / `none`).',
+      describe(results['_run']['args']),
       markdown,
-      environment(command) + f'\n- total wall time: {time.perf_counter() - start:.0f} s',
+      READING,
+      results['_run']['environment'],
   ]) + '\n'
   if not args.no_write:
     text = RESULTS.read_text()
