@@ -25,9 +25,9 @@ bool[clients]}`` (``selected`` in the cohort's order as ``next`` received it).
 **Memory**: Krum sees the stacked client values ``[clients, ...]`` (materialized from the
 per-client value ``next`` receives), so its memory is O(cohort x model), plus the ``[clients,
 clients]`` distance matrix; it has no map-reduce form, and the engine's memory check names it when
-a cohort does not fit. Distances are computed one client's row at a time, as differences (not from
-a Gram matrix, whose cancellation loses the small distances between honest clients when attackers
-send huge values), in float32: O(cohort^2 x model) work.
+a cohort does not fit. Distances come from Gram matrices (matmuls: O(cohort^2 x model) work at
+BLAS speed) in float32, centred inside the honest clients so that huge attacker values do not
+cancel away the small honest distances (see :func:`pairwise_sq_distances`).
 """
 
 from __future__ import annotations
@@ -54,18 +54,36 @@ def _flat(stacked: PyTree) -> list[jax.Array]:
   return [jnp.asarray(x, jnp.float32).reshape(x.shape[0], -1) for x in jax.tree.leaves(stacked)]
 
 
-def pairwise_sq_distances(stacked: PyTree) -> jax.Array:
+def _gram_distances(leaves: list[jax.Array], center: list[jax.Array]) -> jax.Array:
+  """``||x_i - x_j||^2`` from the Gram matrix of the points moved to ``center`` (float32)."""
+  gram = 0.0
+  for x, c in zip(leaves, center):
+    y = x - c
+    gram = gram + jnp.matmul(y, y.T, precision=jax.lax.Precision.HIGHEST)
+  sq = jnp.diag(gram)
+  distances = jnp.maximum(sq[:, None] + sq[None, :] - 2.0 * gram, 0.0)
+  return jnp.where(jnp.eye(gram.shape[0], dtype=bool), 0.0, distances)
+
+
+def pairwise_sq_distances(stacked: PyTree, valid: jax.Array) -> jax.Array:
   """``D[i, j] = ||x_i - x_j||^2`` over all leaves of ``stacked`` ``[clients, ...]``, float32.
 
-  Computed one row at a time (``lax.map``), from differences: O(clients x model) memory.
+  From Gram matrices (one matmul per leaf), in two passes, since ``|a|^2 + |b|^2 - 2 a.b`` loses
+  the small distances between honest clients when the points sit far from the origin (or
+  attackers pull the mean far away): a first pass centred on the valid clients' mean picks the
+  valid client whose median distance to the others is smallest (never a far-off attacker), and
+  the second pass is centred on that client, inside the honest cloud.
   """
   leaves = _flat(stacked)
-
-  def row(i):
-    return sum(jnp.sum(jnp.square(x - x[i]), axis=1) for x in leaves)
-
   n = leaves[0].shape[0]
-  return jax.lax.map(row, jnp.arange(n))
+  weight = valid.astype(jnp.float32)
+  total = jnp.maximum(jnp.sum(weight), 1.0)
+  mean = [jnp.sum(x * weight[:, None], axis=0) / total for x in leaves]
+  rough = _gram_distances(leaves, mean)
+  others = valid[None, :] & valid[:, None] & ~jnp.eye(n, dtype=bool)
+  typical = jnp.nanmedian(jnp.where(others, rough, jnp.nan), axis=1)
+  center = jnp.argmin(jnp.where(valid & jnp.isfinite(typical), typical, jnp.inf))
+  return _gram_distances(leaves, [x[center] for x in leaves])
 
 
 def krum_scores(distances: jax.Array, valid: jax.Array, num_byzantine: int) -> jax.Array:
@@ -88,7 +106,7 @@ def krum_scores(distances: jax.Array, valid: jax.Array, num_byzantine: int) -> j
 def multi_krum(stacked: PyTree, valid: jax.Array, num_byzantine: int, num_selected: int):
   """Multi-Krum over ``stacked`` ``[clients, ...]``: ``(the average of the selected values,
   selected bool[clients])``; zeros when no client is valid."""
-  scores = krum_scores(pairwise_sq_distances(stacked), valid, num_byzantine)
+  scores = krum_scores(pairwise_sq_distances(stacked, valid), valid, num_byzantine)
   # Valid clients first (a valid score may overflow to inf), then by score, ties by position.
   key = jnp.where(valid, jnp.minimum(scores, jnp.finfo(jnp.float32).max), jnp.inf)
   order = jnp.argsort(key, stable=True)

@@ -49,7 +49,7 @@ def test_scores_match_numpy():
 
   values = make_values(8)
   _, _, expected = np_multi_krum(values, 2, 1)
-  got = krum_scores(pairwise_sq_distances(values), jnp.ones(8, bool), 2)
+  got = krum_scores(pairwise_sq_distances(values, jnp.ones(8, bool)), jnp.ones(8, bool), 2)
   np.testing.assert_allclose(np.asarray(got), [expected[i] for i in range(8)], rtol=1e-5)
 
 
@@ -84,9 +84,15 @@ def test_krum_ignores_poisoned_clients_the_mean_does_not():
 
 
 def test_huge_attackers_do_not_blur_honest_distances():
-  # A Gram-matrix distance would lose the honest clients' small distances to cancellation here.
+  # A Gram matrix about the origin or the mean would lose the honest distances to cancellation.
   values = {'x': RNG.normal(scale=1e-3, size=(12, 30)).astype(np.float32)}
   values['x'][:2] = 1e6
+  from fedjax_like.aggregators.krum import pairwise_sq_distances  # noqa: PLC0415
+
+  x = values['x'].astype(np.float64)
+  exact = ((x[:, None] - x[None]) ** 2).sum(-1)
+  got = np.asarray(pairwise_sq_distances(values, jnp.ones(12, bool)))
+  np.testing.assert_allclose(got[2:, 2:], exact[2:, 2:], rtol=1e-4, atol=1e-9)
   (result,), (measured,), _ = run_rounds(KrumFactory(2).create(value_type_of(values)), [values])
   expected, chosen, _ = np_multi_krum(values, 2, 1)
   assert np.flatnonzero(measured['selected']).tolist() == chosen
