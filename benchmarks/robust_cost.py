@@ -126,6 +126,16 @@ def table(rows: list[dict]) -> str:
   return '\n'.join(lines)
 
 
+NOTES = """\
+- The machine is shared (load average 10-12 on 2 cores during the 2026-12-02 runs): compare
+  ratios within one run; single cells moved by 30-40% between runs.
+- Probes behind two choices (same machine, 2026-12-02): sorting each coordinate over 100 clients
+  with XLA's sort along the client axis took 0.70 s for `[100, 784, 10]`, against 0.14 s for the
+  bitonic network of `robust.sort_over_clients`; Krum's distances computed row by row from
+  differences took 1,779 ms alone on the MLP (a run of this script), against 307 ms from Gram
+  matrices (`krum.pairwise_sq_distances`)."""
+
+
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--rounds', type=int, default=5, help='timed rounds per aggregator')
@@ -145,6 +155,7 @@ def main(argv=None) -> None:
       'materialize the updates (O(cohort x model) memory). Krum\'s pairwise distances are '
       'O(cohort^2 x model) work.',
       markdown,
+      NOTES,
       environment(command) + f'\n- total wall time: {time.perf_counter() - start:.0f} s',
   ]) + '\n'
   if not args.no_write:
