@@ -132,7 +132,7 @@ def test_zeroing_around_the_median_composes_through_the_intrinsics():
   assert int(measured['zeroing']['num_clients']) == 7
 
 
-@pytest.mark.parametrize('n', [1, 2, 5, 8, 33])
+@pytest.mark.parametrize('n', [1, 5, 33])
 def test_the_bitonic_sort_over_clients_matches_numpy(n):
   from fedjax_like.aggregators.robust import sort_over_clients  # noqa: PLC0415
 
@@ -140,4 +140,4 @@ def test_the_bitonic_sort_over_clients_matches_numpy(n):
   x[0, 0, 0] = np.inf
   x[-1, 1, 1] = -np.inf
   x[:, 2, 2] = 1.5  # ties
-  np.testing.assert_array_equal(np.asarray(sort_over_clients(jnp.asarray(x))), np.sort(x, axis=0))
+  np.testing.assert_array_equal(np.asarray(jax.jit(sort_over_clients)(x)), np.sort(x, axis=0))

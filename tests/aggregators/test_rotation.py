@@ -28,7 +28,7 @@ def np_hadamard(d):
 @pytest.mark.parametrize('d', [1, 2, 8, 64])
 def test_fast_transform_is_the_hadamard_matrix(d):
   x = RNG.normal(size=(3, d)).astype(np.float32)
-  got = np.asarray(fast_walsh_hadamard_transform(jnp.asarray(x)))
+  got = np.asarray(jax.jit(fast_walsh_hadamard_transform)(x))
   np.testing.assert_allclose(got, x @ np_hadamard(d).T, rtol=1e-5, atol=1e-5)
 
 
@@ -37,7 +37,7 @@ def test_rotation_matches_numpy_and_inverts():
       np.float32)}
   key = jax.random.key_data(jax.random.key(0))
   spec = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), value)
-  rotated = rotate(value, key, 2)
+  rotated = jax.jit(rotate, static_argnums=2)(value, key, 2)
   assert rotated['k'].shape == (16,) and rotated['b'].shape == (8,)
   for leaf_index, name in enumerate(['b', 'k']):  # jax.tree.leaves order (sorted keys)
     v = np.pad(value[name].reshape(-1), (0, rotated[name].shape[0] - value[name].size))
@@ -46,7 +46,7 @@ def test_rotation_matches_numpy_and_inverts():
           jax.random.fold_in(key, leaf_index * 2 + r), 0.5, v.shape)), 1.0, -1.0)
       v = np_hadamard(len(v)) @ (signs * v)
     np.testing.assert_allclose(rotated[name], v, rtol=1e-5, atol=1e-5)
-  back = unrotate(rotated, key, 2, spec)
+  back = jax.jit(lambda r, k: unrotate(r, k, 2, spec))(rotated, key)
   for name in value:
     np.testing.assert_allclose(back[name], value[name], rtol=1e-5, atol=1e-6)
 
