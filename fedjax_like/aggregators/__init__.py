@@ -18,17 +18,22 @@ wraps an inner one, e.g. zeroing(clipping(mean))):
 - ``differential_privacy``: ``DifferentiallyPrivateFactory.gaussian_fixed`` / ``.gaussian_adaptive``
   (DP-FedAvg: a clipped sum plus Gaussian noise from a key in the state, over the expected cohort;
   unweighted, as in TFF);
-- ``robust``: ``MedianFactory`` and ``TrimmedMeanFactory`` (coordinate-wise; not sums: they take
-  the materialized client values);
+- ``robust``: ``MedianFactory`` and ``TrimmedMeanFactory`` (coordinate-wise); ``krum``:
+  ``KrumFactory`` (Krum and Multi-Krum); ``geometric_median``: ``GeometricMedianFactory`` (RFA's
+  smoothed Weiszfeld passes). Not sums: they take the materialized client values (memory
+  O(cohort x model), named by the engine's memory check);
 - ``secure``: ``SecureSumFactory`` (integer and float modes as TFF's: clip, encode in
   ``[0, 2**b)``, secure sum, decode), bounds fixed or adaptive; ``secure_modular``:
-  ``SecureModularSumFactory`` (a modular sum that really wraps around, and reports it).
+  ``SecureModularSumFactory`` (a modular sum that really wraps around, and reports it);
+- compression, each wrapping an inner factory and reporting bits per client against float32
+  (``compression``): ``quantization``: ``UniformQuantizationFactory`` (unbiased stochastic
+  rounding to 1..32 bits over each client's tensor range, keys from the state) and
+  ``EncodedSumFactory.quantize_above_threshold`` (TFF's); ``rotation``:
+  ``HadamardTransformFactory`` (random signs and a fast Walsh-Hadamard transform, undone after
+  the inner aggregation); ``sparsification``: ``TopKSparsificationFactory`` (top-k with error
+  feedback: an aggregation with client state, see ``factory``).
 
-The plan, still to come:
-
-- DP-FTRL (tree aggregation or banded matrix factorization) and privacy accounting;
-- ``robust``: Krum, Multi-Krum, geometric median (not sums: they take materialized values);
-- ``compression``: quantization and sparsification of client values before the sum.
+Still to come: DP-FTRL (tree aggregation or banded matrix factorization) and privacy accounting.
 
 The sum-shaped ones provide a :class:`~fedjax_like.aggregators.factory.MapReduceForm`
 (``prepare`` / per-client ``work`` / ``report``) so a learning process fuses their client-side work
@@ -49,26 +54,38 @@ from fedjax_like.aggregators.estimation import (
 from fedjax_like.aggregators.factory import (
     AggregationFactory,
     AggregationProcess,
+    ClientStatesOutput,
     MapReduceForm,
     MeasuredProcessOutput,
     build_map_reduce_aggregation,
+    call_next,
     format_type,
     same_type,
     tensor_type,
 )
+from fedjax_like.aggregators.geometric_median import GeometricMedianFactory
+from fedjax_like.aggregators.krum import KrumFactory
 from fedjax_like.aggregators.mean import MeanFactory, UnweightedMeanFactory
 from fedjax_like.aggregators.quantile_estimation import PrivateQuantileEstimationProcess
+from fedjax_like.aggregators.quantization import EncodedSumFactory, UniformQuantizationFactory
 from fedjax_like.aggregators.robust import MedianFactory, TrimmedMeanFactory
+from fedjax_like.aggregators.rotation import HadamardTransformFactory
 from fedjax_like.aggregators.secure import SecureSumFactory
 from fedjax_like.aggregators.secure_modular import SecureModularSumFactory
+from fedjax_like.aggregators.sparsification import TopKSparsificationFactory
 from fedjax_like.aggregators.sum_factory import SumFactory
 
 __all__ = [
     'AggregationFactory',
     'AggregationProcess',
+    'ClientStatesOutput',
     'DifferentiallyPrivateFactory',
+    'EncodedSumFactory',
     'EstimationMapReduceForm',
     'EstimationProcess',
+    'GeometricMedianFactory',
+    'HadamardTransformFactory',
+    'KrumFactory',
     'MapReduceForm',
     'MeanFactory',
     'MeasuredProcessOutput',
@@ -77,11 +94,14 @@ __all__ = [
     'SecureModularSumFactory',
     'SecureSumFactory',
     'SumFactory',
+    'TopKSparsificationFactory',
     'TrimmedMeanFactory',
+    'UniformQuantizationFactory',
     'UnweightedMeanFactory',
     'adaptive_clip_noise_params',
     'build_map_reduce_aggregation',
     'build_map_reduce_estimation',
+    'call_next',
     'clipping_factory',
     'constant_process',
     'format_type',

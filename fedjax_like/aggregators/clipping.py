@@ -30,7 +30,9 @@ is the computed one (NaN or inf), which it counts as above the estimate, as TFF 
 When the inner aggregation, the norm process and the count sum all come in map-reduce form, so
 does the wrapper (client work: norm, clip, then the inner work; one ``federated_sum``), and a
 learning process fuses it into the round. Otherwise ``next`` is written with the intrinsics: clip
-by ``federated_map``, then the inner aggregator's, the norm's and the count's own ``next``.
+by ``federated_map``, then the inner aggregator's, the norm's and the count's own ``next``. An
+inner aggregation with client state (top-k with error feedback) makes the wrapper one too: it has
+the inner's ``initial_client_state`` and passes the client states through.
 """
 
 from __future__ import annotations
@@ -45,9 +47,11 @@ import jax.numpy as jnp
 from fedjax_like.aggregators.estimation import EstimationProcess, as_norm_process
 from fedjax_like.aggregators.factory import (
     AggregationProcess,
+    ClientStatesOutput,
     MapReduceForm,
     MeasuredProcessOutput,
     build_map_reduce_aggregation,
+    call_next,
     format_type,
     ready,
     tensor_type,
@@ -182,26 +186,25 @@ class _NormWrapperFactory:
       return build_map_reduce_aggregation(initialize, form, value_type, self.is_weighted, name)
     transform = self._transform
 
-    def next_fn(state, value: FederatedValue, weight: FederatedValue | None = None):
+    def next_fn(state, value: FederatedValue, weight: FederatedValue | None = None,
+                client_states: FederatedValue | None = None):
       norm_state, inner_state, count_state = (state[k] for k in keys)
       norm_used = jnp.asarray(norm_process.report(norm_state), NORM_DTYPE)
       at_clients = federated_broadcast(federated_value(norm_used, SERVER))
       transformed = federated_map(transform, (value, at_clients))
       new_value, norms, changed = transformed[0], transformed[1], transformed[2]
       new_norm_state = norm_process.next(norm_state, norms)
-      if inner.is_weighted:
-        inner_out = inner.next(inner_state, new_value, weight)
-      else:
-        inner_out = inner.next(inner_state, new_value)
+      inner_out, new_client_states = call_next(inner, inner_state, new_value, weight,
+                                               client_states)
       count_out = count.next(count_state, changed)
       new_state = dict(zip(keys, (new_norm_state, inner_out.state, count_out.state)))
-      return MeasuredProcessOutput(
-          new_state,
-          inner_out.result,
-          measurements(inner_out.measurements, norm_used, ready(count_out.result)),
-      )
+      measured = measurements(inner_out.measurements, norm_used, ready(count_out.result))
+      if inner.initial_client_state is None:
+        return MeasuredProcessOutput(new_state, inner_out.result, measured)
+      return ClientStatesOutput(new_state, inner_out.result, measured, new_client_states)
 
-    return AggregationProcess(initialize, next_fn, value_type, self.is_weighted, None, name)
+    return AggregationProcess(initialize, next_fn, value_type, self.is_weighted, None, name,
+                              inner.initial_client_state)
 
 
 def _wrapper_form(transform, norm_process, inner, count, keys, measurements) -> MapReduceForm:

@@ -32,6 +32,21 @@ server work:
 (broadcast ``prepare``, map ``work``, one ``federated_sum``, ``report`` at the server), and keeps
 the form as ``AggregationProcess.map_reduce`` so outer aggregators can compose inner ones form by
 form (clipping around a mean, a mean over secure sums).
+
+**Client state.** Some aggregations keep a state on each client between the rounds it takes part
+in (top-k sparsification's error-feedback residual). Such a process sets
+``initial_client_state`` to the state of a client never seen (ONE client's pytree of arrays, e.g.
+zeros like the value) and its ``next`` takes the cohort's states and returns the new ones:
+
+    next(state, value@CLIENTS, weight@CLIENTS | None, client_states@CLIENTS)
+        -> ClientStatesOutput(state, result@SERVER, measurements, new_client_states@CLIENTS)
+
+``client_states`` is a per-client value ``[clients, ...]`` in the cohort's order (the caller
+gathers it, e.g. from a host-side ``ClientStates`` store keyed by client id, and writes the new
+states of the REAL clients back: the rows of padding clients are meaningless). A process without
+client state has ``initial_client_state = None`` and returns a plain :class:`MeasuredProcessOutput`.
+An outer wrapper around a process with client state keeps it (same ``initial_client_state``) and
+passes the states through (:func:`call_next` does both cases).
 """
 
 from __future__ import annotations
@@ -71,6 +86,22 @@ class MeasuredProcessOutput(NamedTuple):
   measurements: Any
 
 
+class ClientStatesOutput(NamedTuple):
+  """``next``'s output for an aggregation with client state: a measured output plus client states.
+
+  Attributes:
+    state: the new server state.
+    result: the aggregate, ``T@SERVER``.
+    measurements: a server-side pytree.
+    client_states: the clients' new states, ``{S}@CLIENTS`` (one per client of the cohort).
+  """
+
+  state: PyTree
+  result: Any
+  measurements: Any
+  client_states: Any
+
+
 class MapReduceForm(NamedTuple):
   """An aggregation written as client summands and one server report (see the module docstring).
 
@@ -99,6 +130,8 @@ class AggregationProcess(NamedTuple):
     map_reduce: the :class:`MapReduceForm` ``next`` was derived from, or None (not a sum, or
       written directly with the intrinsics).
     name: names the aggregator in errors and reprs.
+    initial_client_state: for an aggregation with client state (see the module docstring), the
+      state of a client never seen (one client's pytree of arrays); None otherwise.
   """
 
   initialize: Callable[[], PyTree]
@@ -107,6 +140,7 @@ class AggregationProcess(NamedTuple):
   is_weighted: bool
   map_reduce: MapReduceForm | None = None
   name: str = 'aggregator'
+  initial_client_state: PyTree | None = None
 
 
 class AggregationFactory(Protocol):
@@ -165,6 +199,41 @@ def settle(out: FederatedValue) -> MeasuredProcessOutput:
   if not out.is_lazy:
     result = federated_value(result, SERVER)
   return MeasuredProcessOutput(state, result, measurements)
+
+
+def call_next(
+    process: AggregationProcess,
+    state: PyTree,
+    value: FederatedValue,
+    weight: FederatedValue | None = None,
+    client_states: FederatedValue | None = None,
+) -> tuple[MeasuredProcessOutput, FederatedValue | None]:
+  """Runs ``process.next`` as its kind needs: ``(measured output, new client states or None)``.
+
+  The weight is passed only to a weighted process, the client states only to one with client
+  state (which must then be given them). What wrappers use to call their inner aggregation.
+  """
+  weight = weight if process.is_weighted else None
+  if process.initial_client_state is None:
+    return process.next(state, value, weight), None
+  if client_states is None:
+    raise TypeError(
+        f'Aggregator {process.name!r} keeps client state: next(state, value, weight, '
+        'client_states) needs the cohort\'s client states {S}@CLIENTS (start from '
+        'initial_client_state).'
+    )
+  out = process.next(state, value, weight, client_states)
+  return MeasuredProcessOutput(out.state, out.result, out.measurements), out.client_states
+
+
+def check_client_states(name: str, client_states, expected: PyTree) -> None:
+  """A TypeError unless ``client_states`` is ``{S}@CLIENTS`` of the expected one-client type."""
+  if client_states is None:
+    raise TypeError(
+        f'Aggregator {name!r} keeps client state: next(state, value, weight, client_states) '
+        'needs the cohort\'s client states {S}@CLIENTS (start from initial_client_state).'
+    )
+  _check_clients_value(name, 'the client states', client_states, tensor_type(expected))
 
 
 def build_map_reduce_aggregation(

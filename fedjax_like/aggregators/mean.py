@@ -13,9 +13,12 @@ reduced by one ``federated_sum`` (no ``[clients, params]`` stack).
 **Inner sums** (TFF's ``MeanFactory(value_sum_factory, weight_sum_factory)`` and
 ``UnweightedMeanFactory(value_sum_factory, count_sum_factory)``): given, the sums of ``w_i x_i``
 and of ``w_i`` (or of the int32 count) are delegated to those factories (e.g. ``SecureSumFactory``,
-as ``secure_aggregator`` does); they must come in map-reduce form. The state is then
-``{value_sum_process, weight_sum_process}`` and the measurements TFF's ``{mean_value: <value
-sum's>, mean_weight (or mean_count): <weight sum's>}`` plus ``num_clients_non_finite``.
+as ``secure_aggregator`` does, or a quantizer, as ``compression_aggregator``). When both come in
+map-reduce form so does the mean; otherwise ``next`` is the intrinsics chain (per-client terms by
+``federated_map``, each sum's own ``next``, the division by ``federated_map`` at SERVER). The
+state is then ``{value_sum_process, weight_sum_process}`` and the measurements TFF's
+``{mean_value: <value sum's>, mean_weight (or mean_count): <weight sum's>}`` plus
+``num_clients_non_finite``.
 """
 
 from __future__ import annotations
@@ -29,11 +32,13 @@ from fedjax_like.aggregators.factory import (
     AggregationProcess,
     MapReduceForm,
     MeasuredProcessOutput,
+    _check_clients_value,
     build_map_reduce_aggregation,
+    ready,
     tensor_type,
 )
 from fedjax_like.aggregators.sum_factory import SumFactory
-from fedjax_like.core import tree
+from fedjax_like.core import FederatedValue, federated_map, federated_sum, tree
 
 PyTree = Any
 
@@ -79,26 +84,61 @@ def _inner_sum_mean(value_type, value_sum_factory, weight_sum_factory, weighted:
   weight_type = jax.ShapeDtypeStruct((), jnp.float32 if weighted else jnp.int32)
   weight_sum = (weight_sum_factory or SumFactory()).create(weight_type)
   v_form, w_form = value_sum.map_reduce, weight_sum.map_reduce
-  if v_form is None or w_form is None:
-    raise TypeError(f'{name}: the inner sum factories must come in map-reduce form (be sums).')
+  for what, process in (('value', value_sum), ('weight', weight_sum)):
+    if process.initial_client_state is not None:
+      raise TypeError(f'{name}: the {what} sum {process.name!r} keeps client state; wrap the '
+                      'mean in it instead (e.g. TopKSparsificationFactory(MeanFactory())).')
   weight_key = 'mean_weight' if weighted else 'mean_count'
 
   def initialize():
     return {'value_sum_process': value_sum.initialize(),
             'weight_sum_process': weight_sum.initialize()}
 
-  def prepare(state):
-    return (v_form.prepare(state['value_sum_process']),
-            w_form.prepare(state['weight_sum_process']))
-
-  def work(prepared, value, weight):
+  def terms(value, weight):
     w = jnp.ones((), jnp.float32) if weight is None else jnp.asarray(weight, jnp.float32)
     finite = tree.all_finite(value) & jnp.isfinite(w)
     w = jnp.where(finite, w, 0.0)
     clean = tree.where(finite, value, tree.zeros_like(value))
     count = w if weighted else finite.astype(jnp.int32)
-    return (v_form.work(prepared[0], tree.scale(clean, w), None),
-            w_form.work(prepared[1], count, None), (~finite).astype(jnp.float32))
+    return tree.scale(clean, w), count, (~finite).astype(jnp.float32)
+
+  def measure(v_measurements, w_measurements, non_finite):
+    return {'mean_value': v_measurements, weight_key: w_measurements,
+            'num_clients_non_finite': non_finite.astype(jnp.int32)}
+
+  if v_form is None or w_form is None:
+    # A sum that is not a map-reduce form (e.g. a quantizer drawing per-client keys): the mean
+    # is the intrinsics chain, each sum by its own ``next``, the division a server-side map.
+    def next_fn(state, value: FederatedValue, weight: FederatedValue | None = None):
+      _check_clients_value(name, 'the value', value, value_type)
+      if weighted:
+        if weight is None:
+          raise TypeError(f'Aggregator {name!r} is weighted: next(state, value, weight) needs '
+                          'weights.')
+        _check_clients_value(name, 'the weight', weight, None)
+        per_client = federated_map(terms, (value, weight))
+      else:
+        per_client = federated_map(lambda v: terms(v, None), value)
+      v_out = value_sum.next(state['value_sum_process'], per_client[0])
+      w_out = weight_sum.next(state['weight_sum_process'], per_client[1])
+      non_finite = federated_sum(per_client[2])
+      mean = federated_map(
+          lambda total, count: tree.divide_by_total(total, jnp.asarray(count, jnp.float32)),
+          (v_out.result, w_out.result))
+      new_state = {'value_sum_process': v_out.state, 'weight_sum_process': w_out.state}
+      measured = measure(v_out.measurements, w_out.measurements, ready(non_finite))
+      return MeasuredProcessOutput(new_state, mean, measured)
+
+    return AggregationProcess(initialize, next_fn, value_type, weighted, None, name)
+
+  def prepare(state):
+    return (v_form.prepare(state['value_sum_process']),
+            w_form.prepare(state['weight_sum_process']))
+
+  def work(prepared, value, weight):
+    scaled, count, non_finite = terms(value, weight)
+    return (v_form.work(prepared[0], scaled, None), w_form.work(prepared[1], count, None),
+            non_finite)
 
   def report(state, summed):
     value_summed, weight_summed, non_finite = summed
@@ -106,9 +146,8 @@ def _inner_sum_mean(value_type, value_sum_factory, weight_sum_factory, weighted:
     w_out = w_form.report(state['weight_sum_process'], weight_summed)
     mean = tree.divide_by_total(v_out.result, jnp.asarray(w_out.result, jnp.float32))
     new_state = {'value_sum_process': v_out.state, 'weight_sum_process': w_out.state}
-    measurements = {'mean_value': v_out.measurements, weight_key: w_out.measurements,
-                    'num_clients_non_finite': non_finite.astype(jnp.int32)}
-    return MeasuredProcessOutput(new_state, mean, measurements)
+    return MeasuredProcessOutput(new_state, mean,
+                                 measure(v_out.measurements, w_out.measurements, non_finite))
 
   form = MapReduceForm(prepare, work, report)
   return build_map_reduce_aggregation(initialize, form, value_type, weighted, name)

@@ -30,8 +30,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from fedjax_like.core.engine import Engine, Program, default_runtime, output_type
-from fedjax_like.core.engine.program import data_clients
+from fedjax_like.core.engine import Engine, Program, data_clients, default_runtime, output_type
 from fedjax_like.core.passes import PassScope, Request, run_now
 from fedjax_like.core.placements import CLIENTS, SERVER, FederatedType, Placement, type_of
 

@@ -5,8 +5,8 @@
 - :mod:`~fedjax_like.learning.algorithms`: FedAvg, FedSGD, FedProx, FedOpt, SCAFFOLD, MimeLite,
   federated and personalization evaluation, each a short composition of template parts;
 - :mod:`~fedjax_like.learning.optimizers`: client and server optimizers (optax underneath);
-- :mod:`~fedjax_like.learning.model_update_aggregator`: ``robust_aggregator``, ``dp_aggregator``
-  and ``secure_aggregator``, composed from ``fl.aggregators`` as TFF composes them;
+- :mod:`~fedjax_like.learning.model_update_aggregator`: ``robust_aggregator``, ``dp_aggregator``,
+  ``secure_aggregator`` and ``compression_aggregator``, composed from ``fl.aggregators`` as TFF composes them;
 - :class:`ClientWeighting`, and :class:`ClientStates` (host-side per-client state).
 """
 
@@ -14,6 +14,7 @@ from fedjax_like.learning import algorithms, optimizers, templates
 from fedjax_like.learning.client_states import ClientStates, StatefulClientWorkState
 from fedjax_like.learning.client_weighting import ClientWeighting
 from fedjax_like.learning.model_update_aggregator import (
+    compression_aggregator,
     dp_aggregator,
     robust_aggregator,
     secure_aggregator,
@@ -32,6 +33,7 @@ __all__ = [
     'LearningProcessOutput',
     'StatefulClientWorkState',
     'algorithms',
+    'compression_aggregator',
     'dp_aggregator',
     'optimizers',
     'robust_aggregator',

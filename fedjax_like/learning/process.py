@@ -133,10 +133,11 @@ class LearningProcess:
     model: the model being trained (used to check the data at the boundary), or None.
     initialize_fn: ``() -> LearningAlgorithmState``.
     round_fn: ``(state, batches, mask) -> (state, metrics)``, a pure function of arrays; with
-      ``stateful_clients``, ``(state, batches, mask, client_states) -> (state, metrics,
+      ``stateful_parts``, ``(state, batches, mask, *client_states) -> (state, metrics,
       client_states)``. It is jit-compiled here, once per cohort shape.
     name: shown in ``repr``.
-    stateful_clients: whether ``state.client_work`` is a ``StatefulClientWorkState``.
+    stateful_parts: the parts of the state (``'client_work'``, ``'aggregator'``) that are a
+      ``StatefulClientWorkState``, each holding a host-side store of per-client states.
   """
 
   def __init__(
@@ -146,7 +147,7 @@ class LearningProcess:
       round_fn: Callable[..., tuple],
       name: str = 'learning_process',
       *,
-      stateful_clients: bool = False,
+      stateful_parts: tuple[str, ...] = (),
       round_computation=None,
       runtime: Runtime | None = None,
       stacked_by: Callable[[], tuple[str, ...]] | tuple[str, ...] = (),
@@ -160,7 +161,7 @@ class LearningProcess:
     self._last_layout = None  # the last round's CohortLayout
     self.padding_waste = None  # masked / computed steps in the last round
     self.name = name
-    self.stateful_clients = stateful_clients
+    self.stateful_parts = tuple(stateful_parts)
     self.round_computation = round_computation
     # As in TFF, `process.next.type_signature` prints the round's federated type.
     self.next = _TypedNext(functools.partial(LearningProcess.next, self), self)
@@ -204,26 +205,36 @@ class LearningProcess:
         pack_cohort(client_data)  # raises the error that names the client
     source = CohortSource(client_data, self.model)
     runtime = self.runtime or default_runtime()
-    if not self.stateful_clients:
+    if not self.stateful_parts:
       run = runtime.run_round(self._round_fn, self, state, source, stacked_by=self._stacked_by)
       self._record(run)
       new_state, metrics = run.outputs
       return LearningProcessOutput(new_state, metrics)
 
     _check_client_ids(client_data, source.client_ids)
-    store = state.client_work.clients
-    on_device = state._replace(client_work=StatefulClientWorkState(state.client_work.server, None))
-    gathered = store.gather(source.client_ids)
-    run = runtime.run_round(self._round_fn, self, on_device, source, (gathered,),
+    parts = self.stateful_parts
+    stores = {part: getattr(state, part).clients for part in parts}
+    on_device = state._replace(**{
+        part: StatefulClientWorkState(getattr(state, part).server, None) for part in parts
+    })
+    gathered = tuple(stores[part].gather(source.client_ids) for part in parts)
+    run = runtime.run_round(self._round_fn, self, on_device, source, gathered,
                             stacked_by=self._stacked_by)
     self._record(run)
-    new_state, metrics, cohort_states = run.outputs
+    new_state, metrics, *cohort_states = run.outputs
     n = source.num_clients
-    cohort_states = jax.tree.map(lambda x: x[:n], cohort_states)  # drop padding clients
     ids = tuple(source.client_ids[i] for i in run.order)
-    new_store = store.update(ids, cohort_states)
-    client_work = StatefulClientWorkState(new_state.client_work.server, new_store)
-    return LearningProcessOutput(new_state._replace(client_work=client_work), metrics)
+    updated = {}
+    for part, states in zip(parts, cohort_states):
+      states = jax.tree.map(lambda x: x[:n], states)  # drop padding clients
+      server = getattr(new_state, part).server
+      updated[part] = StatefulClientWorkState(server, stores[part].update(ids, states))
+    return LearningProcessOutput(new_state._replace(**updated), metrics)
+
+  @property
+  def stateful_clients(self) -> bool:
+    """Whether a part of the state keeps per-client states (then cohorts must name clients)."""
+    return bool(self.stateful_parts)
 
   def _record(self, run) -> None:
     """Keeps what the last round ran (its layout, padding waste and compiled program)."""

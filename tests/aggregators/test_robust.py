@@ -130,3 +130,14 @@ def test_zeroing_around_the_median_composes_through_the_intrinsics():
     np.testing.assert_allclose(result[key], np.median(x, axis=0), rtol=1e-6)
   assert int(measured['zeroed_count']) == 1
   assert int(measured['zeroing']['num_clients']) == 7
+
+
+@pytest.mark.parametrize('n', [1, 5, 33])
+def test_the_bitonic_sort_over_clients_matches_numpy(n):
+  from fedjax_like.aggregators.robust import sort_over_clients  # noqa: PLC0415
+
+  x = RNG.normal(size=(n, 3, 4)).astype(np.float32)
+  x[0, 0, 0] = np.inf
+  x[-1, 1, 1] = -np.inf
+  x[:, 2, 2] = 1.5  # ties
+  np.testing.assert_array_equal(np.asarray(jax.jit(sort_over_clients)(x)), np.sort(x, axis=0))

@@ -167,7 +167,11 @@ def test_secure_aggregator_in_weighted_fed_avg_agrees_with_the_robust_one():
     (fl.learning.robust_aggregator, fl.learning.algorithms.build_weighted_fed_avg),
     (lambda: fl.learning.dp_aggregator(0.2, len(SIZES), seed=5),
      fl.learning.algorithms.build_unweighted_fed_avg),
-], ids=['robust', 'dp'])
+    (lambda: fl.learning.compression_aggregator(seed=5),
+     fl.learning.algorithms.build_weighted_fed_avg),
+    (lambda: fl.aggregators.KrumFactory(1, num_selected=2),
+     fl.learning.algorithms.build_unweighted_fed_avg),
+], ids=['robust', 'dp', 'compression', 'multi_krum'])
 def test_every_execution_strategy_gives_the_same_rounds(make, build):
   from fedjax_like.core import cohort  # noqa: PLC0415
 
@@ -186,3 +190,60 @@ def test_every_execution_strategy_gives_the_same_rounds(make, build):
   for strategy, chunk in (('chunked', 2), ('vmap', None)):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                  run_with(strategy, chunk), baseline)
+
+
+def test_compression_aggregator_below_the_threshold_is_the_robust_one_in_fed_avg():
+  # The dense model's tensors are far below 20,000 elements: nothing is quantized, so FedAvg with
+  # TFF's compression aggregator follows the robust reference, through the intrinsics path.
+  datasets = clients()
+  process = fl.learning.algorithms.build_weighted_fed_avg(
+      dense_model(), fl.learning.optimizers.build_sgdm(LR),
+      model_aggregator=fl.learning.compression_aggregator(seed=0),
+  )
+  w0, b0 = initial_params(process)
+  reference = reference_robust_fed_avg([d.elements for d in datasets], w0, b0, 2, LR)
+  state, batched = process.initialize(), [d.batch(BATCH) for d in datasets]
+  for want in reference:
+    state, metrics = process.next(state, batched)
+    agg = metrics['aggregator']
+    assert int(agg['zeroed_count']) == want['zeroed']
+    mean = agg['zeroing']['clipping']
+    assert set(mean) == {'mean_value', 'mean_weight', 'num_clients_non_finite'}
+    assert float(mean['mean_value']['compression_ratio']) == 1.0
+    params = state.global_model_weights.trainable
+    np.testing.assert_allclose(params['kernel'], want['w'], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(params['bias'], want['b'], rtol=1e-4, atol=1e-5)
+
+
+def test_compression_aggregator_quantizes_large_tensors_to_8_bits_within_their_step():
+  from fedjax_like.core import CLIENTS, FederatedValue  # noqa: PLC0415
+
+  rng = np.random.default_rng(0)
+  n, big = 4, 20001
+  values = {'big': rng.normal(scale=0.01, size=(n, big)).astype(np.float32),
+            'small': rng.normal(scale=0.01, size=(n, 7)).astype(np.float32)}
+  weights = np.array([1.0, 2.0, 3.0, 4.0], np.float32)
+  factory = fl.learning.compression_aggregator(zeroing=False, clipping=False, seed=3)
+  process = factory.create(jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype),
+                                        values))
+  @jax.jit
+  def step(state, v, w):
+    out = process.next(state, FederatedValue(v, CLIENTS), FederatedValue(w, CLIENTS))
+    return out.result.value, out.measurements
+
+  result, measured = jax.tree.map(np.asarray, step(process.initialize(), values, weights))
+  weighted = values['big'] * weights[:, None]
+  exact = weighted.sum(0) / weights.sum()
+  # Each client's w_i x_i is off by less than one step of its own 8-bit grid, per coordinate.
+  steps = (weighted.max(1) - weighted.min(1)) / 255
+  assert np.all(np.abs(result['big'] - exact) <= steps.sum() / weights.sum() * (1 + 1e-4))
+  assert np.abs(result['big'] - exact).max() > 0  # really quantized
+  np.testing.assert_allclose(result['small'], (values['small'] * weights[:, None]).sum(0) / 10,
+                             rtol=1e-5)
+  assert float(measured['mean_value']['bits_per_client']) == 8 * big + 64 + 32 * 7
+  assert float(measured['mean_value']['compression_ratio']) > 3.9
+
+
+def test_compression_aggregator_refuses_unknown_keywords():
+  with pytest.raises(TypeError, match='unknown arguments'):
+    fl.learning.compression_aggregator(bits=4)

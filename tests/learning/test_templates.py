@@ -237,3 +237,31 @@ def test_round_is_a_federated_computation_with_a_tff_style_signature():
   assert signature.startswith('(<server_state=<global_model_weights=<trainable=<bias=float32[3]')
   assert 'client_data={<<float32[3,2,6],int32[3,2]>,bool[3,2]>}@CLIENTS' in signature
   assert signature.endswith('update_non_finite=int32>>@SERVER>)')
+
+
+def test_an_aggregator_with_client_state_keeps_it_per_client_across_rounds():
+  from fedjax_like.aggregators import TopKSparsificationFactory
+
+  model = dense_model()
+  clients = [d.batch(BATCH) for d in make_clients(SIZES)]
+  everything = templates.compose_learning_process(
+      *parts(model, aggregator=TopKSparsificationFactory(MeanFactory(), fraction=1.0)))
+  plain = templates.compose_learning_process(*parts(model))
+  s1, s2 = everything.initialize(), plain.initialize()
+  for _ in range(2):
+    s1, _ = everything.next(s1, clients)
+    s2, _ = plain.next(s2, clients)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               s1.global_model_weights, s2.global_model_weights)
+  # A fraction sends part of each update; what is kept stays with its client, in the state.
+  sparse = templates.compose_learning_process(
+      *parts(model, aggregator=TopKSparsificationFactory(MeanFactory(), fraction=0.2)))
+  state = sparse.initialize()
+  state, _ = sparse.next(state, clients[:3])
+  store = state.aggregator.clients
+  assert sorted(store.client_ids) == ['client_0', 'client_1', 'client_2']
+  residual = store.get('client_0')
+  assert any(float(np.abs(x).max()) > 0 for x in jax.tree.leaves(residual))
+  state, _ = sparse.next(state, clients[2:5])
+  assert sorted(store.client_ids) == ['client_0', 'client_1', 'client_2']  # the old store kept
+  assert len(state.aggregator.clients) == 5

@@ -14,14 +14,19 @@ stacked or summed; everything about *how* lives here, one concept a module:
 ``lanes.py``       the ``lanes`` runner (clients back to back in vmap lanes), :class:`CohortData`
 ``place.py``       the device mesh, placing a round's inputs, ``shard_map`` per device
 ``memory.py``      the memory check before a compiled round runs
+``host.py``        the host side of a round: layout, block packing from a ``CohortSource``,
+                   placement, compile, call
+``stream.py``      streamed cohorts: chunks fed from the host to the compiled round
 ``lowering.py``    backend lowering of a loop's ``step`` (native / im2col convolutions, pools)
 ``native.py``      the native CPU convolution kernels (``_conv2d.c``), built on first use
 ``runtime.py``     :class:`Runtime` (config, mesh, planning, placement, compile cache, memory
                    check), :class:`Engine` (what traced values carry), ``execution(...)``
 =================  ==============================================================================
 
-The protocol the core uses: ``engine.map(program)``, ``engine.sum(program)`` (both
-``engine.run(program) -> (summed, stacked)``), :class:`Program` and :class:`ClientLoop`.
+The protocol the core uses: ``engine.run(program) -> (summed, stacked)`` (one pass: the program's
+output per client is ``(to_sum, to_stack)``; ``engine.map`` and ``engine.sum`` are this call),
+:class:`Program`, :func:`combine` and :class:`ClientLoop`. The learning layer hands a round to
+``Runtime.run_round`` with a ``CohortSource``.
 """
 
 from fedjax_like.core.engine.config import CONV_LOWERINGS, STRATEGIES, ExecutionConfig, resolve
@@ -35,7 +40,14 @@ from fedjax_like.core.engine.plan import (
     plan_step_groups,
     step_budget,
 )
-from fedjax_like.core.engine.program import ClientLoop, Program, combine, output_type, same_data
+from fedjax_like.core.engine.program import (
+    ClientLoop,
+    Program,
+    combine,
+    data_clients,
+    output_type,
+    same_data,
+)
 from fedjax_like.core.engine.runtime import (
     CohortLayout,
     Engine,
@@ -59,6 +71,7 @@ __all__ = [
     'Runtime',
     'StepPlan',
     'combine',
+    'data_clients',
     'default_runtime',
     'execution',
     'lane_length',

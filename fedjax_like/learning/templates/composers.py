@@ -37,6 +37,7 @@ import jax.numpy as jnp
 
 from fedjax_like.aggregators.factory import (
     AggregationProcess,
+    call_next,
     format_type,
     same_type,
     tensor_type,
@@ -153,23 +154,28 @@ def compose_learning_process(
       aggregator = aggregator.create(client_work.update_type)
   _validate(weights_type, model_weights_distributor, client_work, aggregator, model_finalizer)
   distributor, finalizer = model_weights_distributor, model_finalizer
-  stateful = client_work.initial_client_state is not None
+  # The parts that keep a state on each client (SCAFFOLD's control variates, top-k's residuals):
+  # their states live on the host, in a ClientStates store inside their part of the state.
+  initial_client_states = {
+      part: process.initial_client_state
+      for part, process in (('client_work', client_work), ('aggregator', aggregator))
+      if process.initial_client_state is not None
+  }
+  stateful = tuple(initial_client_states)
   aggregator_name = _part('aggregator', aggregator)
 
   def initialize() -> LearningAlgorithmState:
-    client_work_state = client_work.initialize()
-    if stateful:
-      clients = ClientStates(client_work.initial_client_state)
-      client_work_state = StatefulClientWorkState(client_work_state, clients)
+    parts = {'client_work': client_work.initialize(), 'aggregator': aggregator.initialize()}
+    for part, initial in initial_client_states.items():
+      parts[part] = StatefulClientWorkState(parts[part], ClientStates(initial))
     return LearningAlgorithmState(
         global_model_weights=initial_fn(),
         distributor=distributor.initialize(),
-        client_work=client_work_state,
-        aggregator=aggregator.initialize(),
         finalizer=finalizer.initialize(),
+        **parts,
     )
 
-  returns = (SERVER, SERVER, CLIENTS) if stateful else (SERVER, SERVER)
+  returns = (SERVER, SERVER) + (CLIENTS,) * len(stateful)
 
   @federated_computation(SERVER, CLIENTS, result=returns, name=name)
   def round_computation(server_state, client_data):
@@ -181,37 +187,39 @@ def compose_learning_process(
     per-client work right after it.
     """
     state = server_state.value
-    if stateful:
-      cohort_data, stored_states = client_data.value
-      client_states = FederatedValue(stored_states, CLIENTS, mask=client_data.mask,
-                                     engine=client_data.engine, scope=client_data.scope)
-      cw_state = state.client_work.server
-    else:
-      cohort_data, client_states, cw_state = client_data.value, None, state.client_work
+    cohort_data, *stored = client_data.value if stateful else (client_data.value,)
+    at_clients = lambda x: FederatedValue(  # noqa: E731
+        x, CLIENTS, mask=client_data.mask, engine=client_data.engine, scope=client_data.scope)
+    client_states = {part: at_clients(s) for part, s in zip(stateful, stored)}
+    server_of = lambda part: getattr(state, part).server if part in client_states else getattr(  # noqa: E731
+        state, part)
     # The clients' (batches, mask) as the engine steps over them; client_data.mask is False for
     # padding clients (e.g. added to fill a device mesh).
-    data = FederatedValue(cohort_data, CLIENTS, mask=client_data.mask, engine=client_data.engine,
-                          scope=client_data.scope)
+    data = at_clients(cohort_data)
     weights_at_server = federated_value(state.global_model_weights, SERVER)
     dist_out = distributor.next(state.distributor, weights_at_server)
-    if stateful:
-      cw_out = client_work.next(cw_state, dist_out.result, data, client_states)
-      cw_out.client_states.prefetch()  # stacked in the round's one pass
+    new_client_states = {}
+    if 'client_work' in client_states:
+      cw_out = client_work.next(server_of('client_work'), dist_out.result, data,
+                                client_states['client_work'])
+      new_client_states['client_work'] = cw_out.client_states.prefetch()  # in the one pass
     else:
-      cw_out = client_work.next(cw_state, dist_out.result, data)
+      cw_out = client_work.next(server_of('client_work'), dist_out.result, data)
     update, weight = cw_out.result[0], cw_out.result[1]
     with data.scope.labeled(aggregator_name):
-      agg_out = aggregator.next(state.aggregator, update, weight if aggregator.is_weighted else None)
+      agg_out, agg_states = call_next(aggregator, server_of('aggregator'), update, weight,
+                                      client_states.get('aggregator'))
+    if agg_states is not None:
+      new_client_states['aggregator'] = agg_states.prefetch()
     fin_out = finalizer.next(state.finalizer, weights_at_server, agg_out.result)
-    cw_new = cw_out.state
-    if stateful:
-      cw_new = StatefulClientWorkState(resolve(cw_new), None)
+    parts = {'client_work': cw_out.state, 'aggregator': agg_out.state}
+    for part in stateful:
+      parts[part] = StatefulClientWorkState(resolve(parts[part]), None)
     new_state = resolve(LearningAlgorithmState(
         global_model_weights=fin_out.result,
         distributor=dist_out.state,
-        client_work=cw_new,
-        aggregator=agg_out.state,
         finalizer=fin_out.state,
+        **parts,
     ))
     metrics = resolve({
         'distributor': dist_out.measurements,
@@ -219,9 +227,7 @@ def compose_learning_process(
         'aggregator': agg_out.measurements,
         'finalizer': fin_out.measurements,
     })
-    if stateful:
-      return new_state, metrics, cw_out.client_states
-    return new_state, metrics
+    return (new_state, metrics, *(new_client_states[part] for part in stateful))
 
   def round_fn(engine, state: LearningAlgorithmState, data, *client_states):
     # Clients without a single example are padding (validation rejects empty real clients): they
@@ -239,7 +245,7 @@ def compose_learning_process(
       initialize,
       round_fn,
       name=name,
-      stateful_clients=stateful,
+      stateful_parts=stateful,
       round_computation=round_computation,
       runtime=runtime,
       stacked_by=lambda: round_computation.last_scope.stacked_by,
