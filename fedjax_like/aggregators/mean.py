@@ -121,12 +121,13 @@ def _inner_sum_mean(value_type, value_sum_factory, weight_sum_factory, weighted:
         per_client = federated_map(lambda v: terms(v, None), value)
       v_out = value_sum.next(state['value_sum_process'], per_client[0])
       w_out = weight_sum.next(state['weight_sum_process'], per_client[1])
-      non_finite = federated_sum(per_client[2])
+      non_finite = federated_map(lambda c: c.astype(jnp.int32), federated_sum(per_client[2]))
       mean = federated_map(
           lambda total, count: tree.divide_by_total(total, jnp.asarray(count, jnp.float32)),
           (v_out.result, w_out.result))
       new_state = {'value_sum_process': v_out.state, 'weight_sum_process': w_out.state}
-      measured = measure(v_out.measurements, w_out.measurements, ready(non_finite))
+      measured = {'mean_value': v_out.measurements, weight_key: w_out.measurements,
+                  'num_clients_non_finite': ready(non_finite)}
       return MeasuredProcessOutput(new_state, mean, measured)
 
     return AggregationProcess(initialize, next_fn, value_type, weighted, None, name)
