@@ -43,6 +43,7 @@ Needs ``dp-accounting`` (``pip install 'fedjax_like[dp]'``).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from typing import Any, Literal
 
@@ -268,7 +269,15 @@ class PrivacyAccountant:
     dpa = _dp_accounting()
     if self.method == 'rdp':
       accountant = make_accountant('rdp', self.sampling)
-      accountant.compose(self.round_event)
+      # dp-accounting logs a warning per fractional order whose series does not converge (it
+      # leaves that order out, which can only raise epsilon): quiet, once per accountant.
+      absl_logger = logging.getLogger('absl')
+      level = absl_logger.level
+      absl_logger.setLevel(logging.ERROR)
+      try:
+        accountant.compose(self.round_event)
+      finally:
+        absl_logger.setLevel(level)
       return accountant.orders, accountant.rdp
     # The same constructors and arguments dp-accounting's PLDAccountant uses for these events.
     pld = dpa.pld.privacy_loss_distribution
