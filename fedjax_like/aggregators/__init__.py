@@ -18,15 +18,19 @@ wraps an inner one, e.g. zeroing(clipping(mean))):
 - ``differential_privacy``: ``DifferentiallyPrivateFactory.gaussian_fixed`` / ``.gaussian_adaptive``
   (DP-FedAvg: a clipped sum plus Gaussian noise from a key in the state, over the expected cohort;
   unweighted, as in TFF);
+- ``matrix_factorization``: ``BandedMatrixFactorizationFactory`` (DP-FTRL: the clipped sum with
+  noise correlated across rounds by a banded matrix factorization, from ``jax-privacy``);
 - ``robust``: ``MedianFactory`` and ``TrimmedMeanFactory`` (coordinate-wise; not sums: they take
   the materialized client values);
 - ``secure``: ``SecureSumFactory`` (integer and float modes as TFF's: clip, encode in
   ``[0, 2**b)``, secure sum, decode), bounds fixed or adaptive; ``secure_modular``:
   ``SecureModularSumFactory`` (a modular sum that really wraps around, and reports it).
 
+Privacy accounting (the epsilon a DP aggregator spends over a run) is
+:mod:`fedjax_like.learning.privacy_accounting`.
+
 The plan, still to come:
 
-- DP-FTRL (tree aggregation or banded matrix factorization) and privacy accounting;
 - ``robust``: Krum, Multi-Krum, geometric median (not sums: they take materialized values);
 - ``compression``: quantization and sparsification of client values before the sum.
 
@@ -56,6 +60,7 @@ from fedjax_like.aggregators.factory import (
     same_type,
     tensor_type,
 )
+from fedjax_like.aggregators.matrix_factorization import BandedMatrixFactorizationFactory
 from fedjax_like.aggregators.mean import MeanFactory, UnweightedMeanFactory
 from fedjax_like.aggregators.quantile_estimation import PrivateQuantileEstimationProcess
 from fedjax_like.aggregators.robust import MedianFactory, TrimmedMeanFactory
@@ -66,6 +71,7 @@ from fedjax_like.aggregators.sum_factory import SumFactory
 __all__ = [
     'AggregationFactory',
     'AggregationProcess',
+    'BandedMatrixFactorizationFactory',
     'DifferentiallyPrivateFactory',
     'EstimationMapReduceForm',
     'EstimationProcess',
