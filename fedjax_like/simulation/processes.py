@@ -63,11 +63,6 @@ AGGREGATORS: dict[str, tuple[Callable[[Any, AggregatorContext], Any], bool]] = {
 }
 
 
-def population_size(sampler) -> int:
-  state = sampler.state()
-  return int(state.get('num_clients') or getattr(sampler, 'cohort_size', 1))
-
-
 def build_accountant(config: ExperimentConfig, sampler, noise_multiplier: float):
   """The :class:`~fedjax_like.learning.privacy_accounting.PrivacyAccountant` of a DP run.
 
