@@ -10,7 +10,11 @@ noise), so the only difference is the aggregator: each client's L-infinity norm,
 clipping, the clipped and zeroed counts in the round's one sum, and the server's noise. The two
 are compiled first, then their rounds alternate (FedAvg, DP, FedAvg, DP, ...) so that a noisy
 machine slows both alike; the overhead is the median over pairs of DP time / FedAvg time - 1
-(also the ratio of the medians). Writes ``benchmarks/results/dp-overhead-<backend>.json``.
+(also the ratio of the medians). On a busy machine the pairs still swing, so it also times the
+two aggregators alone, jitted over the cohort's stacked random updates of the model's shape
+(``aggregation`` columns: unweighted mean vs ``dp_aggregator``, median of 20 calls): the cost the
+DP aggregator adds, without training's noise around it. Writes
+``benchmarks/results/dp-overhead-<backend>.json``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import platform
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 import fedjax_like as fl
@@ -49,6 +54,43 @@ def timed_round(process, state, cohort):
   state, metrics = process.next(state, cohort)
   jax.block_until_ready(state)
   return state, metrics, time.perf_counter() - start
+
+
+def aggregation_seconds(model, cohort_size: int, noise_multiplier: float, calls: int = 20):
+  """Median seconds of one jitted ``next`` of the unweighted mean and of ``dp_aggregator`` over
+  ``cohort_size`` stacked random updates shaped as ``model``'s trainable weights."""
+  from fedjax_like.aggregators import UnweightedMeanFactory, tensor_type
+  from fedjax_like.core import CLIENTS, FederatedValue
+
+  trainable = model.init_fn(jax.random.key(0)).trainable
+  value_type = tensor_type(trainable)
+  rng = np.random.default_rng(0)
+  stacked = jax.tree.map(
+      lambda x: jnp.asarray(rng.normal(size=(cohort_size, *x.shape)).astype(np.float32) * 0.01),
+      trainable,
+  )
+  out = {}
+  factories = {'mean': UnweightedMeanFactory(),
+               'dp': fl.learning.dp_aggregator(noise_multiplier, cohort_size, seed=0)}
+  for name, factory in factories.items():
+    process = factory.create(value_type)
+
+    @jax.jit
+    def step(state, values, process=process):
+      result = process.next(state, FederatedValue(values, CLIENTS))
+      return result.state, result.result.value
+
+    state = process.initialize()
+    state, result = step(state, stacked)
+    jax.block_until_ready(result)
+    times = []
+    for _ in range(calls):
+      start = time.perf_counter()
+      state, result = step(state, stacked)
+      jax.block_until_ready(result)
+      times.append(time.perf_counter() - start)
+    out[name] = float(np.median(times))
+  return out
 
 
 def run_pair(model_name: str, cohort_size: int, rounds: int, noise_multiplier: float) -> dict:
@@ -85,6 +127,7 @@ def run_pair(model_name: str, cohort_size: int, rounds: int, noise_multiplier: f
       'overhead_ratio_of_medians': dp / base - 1.0,
       'first_round_s': first,
       'clip': float(metrics['dp']['aggregator']['zeroing']['dp_query_metrics']['clip']),
+      'aggregation_s': aggregation_seconds(model, cohort_size, noise_multiplier),
   }
 
 
@@ -101,10 +144,12 @@ def main(argv=None) -> None:
     z = min(1.0, 0.05 * cohort_size)
     rows.append(run_pair(args.model, cohort_size, args.rounds, z))
     row = rows[-1]
+    agg = row['aggregation_s']
     print(f"{row['model']} cohort {row['cohort']:>4} ({row['strategy']}): FedAvg "
           f"{row['fedavg_median_s'] * 1e3:8.1f} ms/round, DP {row['dp_median_s'] * 1e3:8.1f} "
           f"ms/round, overhead {row['overhead_median_of_ratios'] * 100:+.1f}% (median of pairs), "
-          f"{row['overhead_ratio_of_medians'] * 100:+.1f}% (ratio of medians)", flush=True)
+          f"{row['overhead_ratio_of_medians'] * 100:+.1f}% (ratio of medians); aggregation alone: "
+          f"mean {agg['mean'] * 1e3:.1f} ms, DP {agg['dp'] * 1e3:.1f} ms", flush=True)
   OUT_DIR.mkdir(exist_ok=True)
   backend = jax.default_backend()
   result = {
@@ -118,12 +163,15 @@ def main(argv=None) -> None:
   path = OUT_DIR / f'dp-overhead-{backend}{args.tag}.json'
   path.write_text(json.dumps(result, indent=2) + '\n')
   print('| model | cohort | strategy | FedAvg ms/round | DP ms/round | overhead (median of pairs) '
-        '|')
-  print('|---|---|---|---|---|---|')
+        '| mean aggregation ms | DP aggregation ms | DP added / FedAvg round |')
+  print('|---|---|---|---|---|---|---|---|---|')
   for row in rows:
+    agg = row['aggregation_s']
+    added = (agg['dp'] - agg['mean']) / row['fedavg_median_s']
     print(f"| {row['model']} | {row['cohort']} | {row['strategy']} | "
           f"{row['fedavg_median_s'] * 1e3:.1f} | {row['dp_median_s'] * 1e3:.1f} | "
-          f"{row['overhead_median_of_ratios'] * 100:+.1f}% |")
+          f"{row['overhead_median_of_ratios'] * 100:+.1f}% | {agg['mean'] * 1e3:.2f} | "
+          f"{agg['dp'] * 1e3:.2f} | {added * 100:+.2f}% |")
   print(f'wrote {path}')
 
 

@@ -68,7 +68,7 @@ def test_train_writes_every_output_and_resumes(tmp_path, capsys):
 def test_dp_run_reports_the_accountants_epsilon_every_round(tmp_path, capsys):
   dpa = pytest.importorskip('dp_accounting')
   z, rounds, clients, cohort = 0.8, 2, 30, 10
-  status, _, err = _train(capsys, '--output.root', str(tmp_path), '--training.num_rounds',
+  status, out, err = _train(capsys, '--output.root', str(tmp_path), '--training.num_rounds',
                           str(rounds), '--data.num_clients', str(clients),
                           '--training.clients_per_round', str(cohort),
                           '--training.client_epochs', '1', '--evaluation.every', '0',
@@ -90,6 +90,7 @@ def test_dp_run_reports_the_accountants_epsilon_every_round(tmp_path, capsys):
     assert row['aggregator/zeroing/dp_query_metrics/clip']
   assert summary['privacy']['epsilon'] == pytest.approx(float(rows[-1]['privacy/epsilon']))
   assert summary['privacy']['event'] == 'PoissonSampledDpEvent'
+  assert f"epsilon {summary['privacy']['epsilon']:.4g} at delta 1e-05 after 2 rounds" in out
   assert (run / 'curves.png').is_file()
 
 
