@@ -20,20 +20,22 @@ SMALL = [
 
 # (algorithm, aggregator kind, process name, a metric the aggregator reports, run a round). A
 # round is compiled and run once per builder; variants of a builder (weighting, FedOpt's variant)
-# are built only (FedAvg's DP round runs through the CLI in test_cli.py).
-SECURE_BOUND = 'aggregator/zeroing/clipping/mean_value/secure_upper_threshold'
+# are built only (FedAvg's DP round runs through the CLI in test_cli.py; the secure aggregator's
+# rounds are tested in tests/learning/test_model_update_aggregator.py).
 CASES = [
     ('fed_avg', 'robust', 'fed_avg', None, False),
     ('fed_avg_unweighted', 'dp', 'fed_avg', None, False),  # run by test_cli's DP run
-    ('fed_prox', 'secure', 'weighted_fed_prox', SECURE_BOUND, True),
+    ('fed_prox', 'robust', 'weighted_fed_prox', 'aggregator/zeroing/clipping_norm', True),
     ('fed_prox_unweighted', 'mean', 'unweighted_fed_prox', None, False),
     ('fed_adam', 'mean', 'fed_adam', None, True),
     ('fed_yogi', 'robust', 'fed_yogi', None, False),
     ('fed_adagrad', 'mean', 'fed_adagrad', None, False),
     ('fed_sgd', 'robust', 'fed_sgd', 'aggregator/zeroing_norm', True),
-    ('scaffold', 'dp', 'scaffold', 'aggregator/zeroing/dp_query_metrics/clip', True),
+    ('scaffold', 'dp', 'scaffold', None, False),
+    ('scaffold', 'mean', 'scaffold', None, True),
     ('mime_lite', 'mean', 'mime_lite', None, True),
     ('mime_lite_unweighted', 'secure', 'mime_lite', None, False),
+    ('fed_avg', 'secure', 'fed_avg', None, False),
 ]
 
 
