@@ -18,6 +18,8 @@ wraps an inner one, e.g. zeroing(clipping(mean))):
 - ``differential_privacy``: ``DifferentiallyPrivateFactory.gaussian_fixed`` / ``.gaussian_adaptive``
   (DP-FedAvg: a clipped sum plus Gaussian noise from a key in the state, over the expected cohort;
   unweighted, as in TFF);
+- ``matrix_factorization``: ``BandedMatrixFactorizationFactory`` (DP-FTRL: the clipped sum with
+  noise correlated across rounds by a banded matrix factorization, from ``jax-privacy``);
 - ``robust``: ``MedianFactory`` and ``TrimmedMeanFactory`` (coordinate-wise); ``krum``:
   ``KrumFactory`` (Krum and Multi-Krum); ``geometric_median``: ``GeometricMedianFactory`` (RFA's
   smoothed Weiszfeld passes). Not sums: they take the materialized client values (memory
@@ -33,11 +35,14 @@ wraps an inner one, e.g. zeroing(clipping(mean))):
   the inner aggregation); ``sparsification``: ``TopKSparsificationFactory`` (top-k with error
   feedback: an aggregation with client state, see ``factory``).
 
-Still to come: DP-FTRL (tree aggregation or banded matrix factorization) and privacy accounting.
+Privacy accounting (the epsilon a DP aggregator spends over a run) is
+:mod:`fedjax_like.learning.privacy_accounting`.
 
-The sum-shaped ones provide a :class:`~fedjax_like.aggregators.factory.MapReduceForm`
-(``prepare`` / per-client ``work`` / ``report``) so a learning process fuses their client-side work
-into the clients' training and reduces the cohort with one ``federated_sum``.
+Every ``next`` is written with the Federated Core's intrinsics, whose reductions are lazy: inside a
+learning process an aggregator's per-client work runs in the round's one engine pass, right after
+each client's training (sum-shaped ones may be written as a
+:class:`~fedjax_like.aggregators.factory.MapReduceForm`, which ``build_map_reduce_aggregation``
+turns into such a ``next``).
 """
 
 from fedjax_like.aggregators.clipping import clipping_factory, zeroing_factory
@@ -65,6 +70,7 @@ from fedjax_like.aggregators.factory import (
 )
 from fedjax_like.aggregators.geometric_median import GeometricMedianFactory
 from fedjax_like.aggregators.krum import KrumFactory
+from fedjax_like.aggregators.matrix_factorization import BandedMatrixFactorizationFactory
 from fedjax_like.aggregators.mean import MeanFactory, UnweightedMeanFactory
 from fedjax_like.aggregators.quantile_estimation import PrivateQuantileEstimationProcess
 from fedjax_like.aggregators.quantization import EncodedSumFactory, UniformQuantizationFactory
@@ -78,6 +84,7 @@ from fedjax_like.aggregators.sum_factory import SumFactory
 __all__ = [
     'AggregationFactory',
     'AggregationProcess',
+    'BandedMatrixFactorizationFactory',
     'ClientStatesOutput',
     'DifferentiallyPrivateFactory',
     'EncodedSumFactory',

@@ -10,6 +10,10 @@ its own step budget: what ``process.next`` hands the engine, so a cohort whose s
 costs close to its real data in host memory, in transfer and on the device, not ``clients x
 longest client``. ``take_clients`` cuts such blocks out of an already packed cohort.
 
+``pad_cohort(packed, num_clients)`` appends masked, empty *padding clients* (id
+:data:`PADDING_CLIENT_ID`) so cohorts of varying size share a shape (Poisson sampling); a learning
+process masks them out of every sum, and validation accepts them (and only them) empty.
+
 ``validate_cohort(packed, model)`` is the boundary check before device work: it names the client
 and the field when an example's shape or dtype does not match the model's input, a client is empty,
 a label is out of range, or a feature holds NaN or infinity.
@@ -27,6 +31,9 @@ import numpy as np
 from fedjax_like.data.dataset import BatchedDataset
 
 PyTree = Any
+
+#: The id of a padding client added by :func:`pad_cohort` (no examples; masked out of every sum).
+PADDING_CLIENT_ID = '<padding>'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,6 +181,24 @@ def pack_groups(
   return tuple(parts)
 
 
+def pad_cohort(packed: PackedCohort, num_clients: int) -> PackedCohort:
+  """``packed`` with padding clients (all-False masks, zero data, id :data:`PADDING_CLIENT_ID`)
+  appended up to ``num_clients`` clients; unchanged if it already has that many."""
+  extra = int(num_clients) - packed.num_clients
+  if extra <= 0:
+    return packed
+
+  def pad(x):
+    x = np.asarray(x)
+    return np.concatenate([x, np.zeros((extra,) + x.shape[1:], x.dtype)])
+
+  return PackedCohort(
+      jtu.tree_map(pad, packed.batches),
+      pad(packed.mask),
+      tuple(packed.client_ids) + (PADDING_CLIENT_ID,) * extra,
+  )
+
+
 def take_clients(packed: PackedCohort, rows, num_steps: int | None = None) -> PackedCohort:
   """The clients ``rows`` of a packed cohort, cut (or padded) to ``num_steps`` steps: a view when
   ``rows`` is a contiguous ascending range and no padding is added. Steps cut away must be
@@ -216,7 +241,8 @@ def validate_cohort(packed: PackedCohort, model) -> PackedCohort:
   x_spec, y_spec = model.input_spec
   names = packed.client_ids
 
-  empty = _first_bad_client(packed.num_examples == 0)
+  padding = np.array([c == PADDING_CLIENT_ID for c in names], dtype=bool)
+  empty = _first_bad_client((packed.num_examples == 0) & ~padding)
   if empty is not None:
     raise ValueError(
         f'Client {names[empty]} has no examples. Remove empty clients from the cohort '

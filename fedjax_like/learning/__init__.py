@@ -6,11 +6,15 @@
   federated and personalization evaluation, each a short composition of template parts;
 - :mod:`~fedjax_like.learning.optimizers`: client and server optimizers (optax underneath);
 - :mod:`~fedjax_like.learning.model_update_aggregator`: ``robust_aggregator``, ``dp_aggregator``,
-  ``secure_aggregator`` and ``compression_aggregator``, composed from ``fl.aggregators`` as TFF composes them;
+  ``secure_aggregator`` and ``compression_aggregator``, composed from ``fl.aggregators`` as TFF
+  composes them;
+- :mod:`~fedjax_like.learning.privacy_accounting`: :class:`PrivacyAccountant` (the epsilon of a
+  DP-FedAvg run after t rounds, RDP or PLD, for the client sampler in use) and
+  :func:`noise_multiplier_for_epsilon` (needs the ``dp`` extra);
 - :class:`ClientWeighting`, and :class:`ClientStates` (host-side per-client state).
 """
 
-from fedjax_like.learning import algorithms, optimizers, templates
+from fedjax_like.learning import algorithms, optimizers, privacy_accounting, templates
 from fedjax_like.learning.client_states import ClientStates, StatefulClientWorkState
 from fedjax_like.learning.client_weighting import ClientWeighting
 from fedjax_like.learning.model_update_aggregator import (
@@ -18,6 +22,10 @@ from fedjax_like.learning.model_update_aggregator import (
     dp_aggregator,
     robust_aggregator,
     secure_aggregator,
+)
+from fedjax_like.learning.privacy_accounting import (
+    PrivacyAccountant,
+    noise_multiplier_for_epsilon,
 )
 from fedjax_like.learning.process import (
     LearningAlgorithmState,
@@ -31,11 +39,14 @@ __all__ = [
     'LearningAlgorithmState',
     'LearningProcess',
     'LearningProcessOutput',
+    'PrivacyAccountant',
     'StatefulClientWorkState',
     'algorithms',
     'compression_aggregator',
     'dp_aggregator',
+    'noise_multiplier_for_epsilon',
     'optimizers',
+    'privacy_accounting',
     'robust_aggregator',
     'secure_aggregator',
     'templates',

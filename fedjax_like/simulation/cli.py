@@ -126,6 +126,13 @@ def _print_summary(summary: dict[str, Any], stream) -> None:
         f'  eval accuracy  {summary["eval_accuracy"]:.4f} (round {summary["eval_accuracy_round"]}, '
         'test clients)'
     )
+  privacy = summary.get('privacy')
+  if privacy is not None:
+    lines.append(
+        f"  privacy        epsilon {privacy['epsilon']:.4g} at delta {privacy['delta']:g} after "
+        f"{privacy['rounds']} rounds (noise multiplier {privacy['noise_multiplier']:.4g}, "
+        f"{privacy['method'].upper()})"
+    )
   rounds = summary['checkpoint_rounds']
   entries = [
       ('run directory', rel(paths['run_dir']), ''),

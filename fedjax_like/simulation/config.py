@@ -22,13 +22,22 @@ import typing
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from fedjax_like.simulation.config_algorithms import (
+    AggregatorConfig,
+    FedOptConfig,
+    FedProxConfig,
+    check_algorithm_sections,
+)
 from fedjax_like.simulation.config_files import ConfigError, read_config_file
 
 __all__ = [
+    'AggregatorConfig',
     'ConfigError',
     'DataConfig',
     'EvaluationConfig',
     'ExperimentConfig',
+    'FedOptConfig',
+    'FedProxConfig',
     'ModelConfig',
     'OptimizerConfig',
     'OutputConfig',
@@ -90,20 +99,32 @@ def _server_optimizer() -> OptimizerConfig:
 
 @dataclasses.dataclass
 class TrainingConfig:
-  algorithm: Literal['fed_avg', 'fed_avg_unweighted'] = _field(
-      'fed_avg', "'fed_avg': updates weighted by examples; 'fed_avg_unweighted': equal weights."
+  algorithm: Literal[
+      'fed_avg', 'fed_avg_unweighted', 'fed_prox', 'fed_prox_unweighted', 'fed_adam', 'fed_yogi',
+      'fed_adagrad', 'fed_sgd', 'scaffold', 'mime_lite', 'mime_lite_unweighted',
+  ] = _field(
+      'fed_avg',
+      "'fed_avg': updates weighted by examples; '_unweighted': equal weights (what a DP "
+      "aggregator needs); 'fed_prox' (see [fed_prox]); 'fed_adam'/'fed_yogi'/'fed_adagrad' "
+      "(Reddi et al.'s server optimizers, see [fed_opt]; [server_optimizer] unused); 'fed_sgd' "
+      "(TFF's default server optimizer is sgd at 0.1); 'scaffold' (client SGD at "
+      "client_optimizer.learning_rate, equal weights); 'mime_lite' (client_optimizer is its base "
+      'optimizer).',
   )
   num_rounds: int = _field(200, 'Rounds to train (a resumed run continues up to this round).')
-  clients_per_round: int = _field(20, 'Cohort size: clients sampled each round.')
+  clients_per_round: int = _field(
+      20, 'Cohort size: clients sampled each round (the expected size under poisson sampling).'
+  )
   client_epochs: int = _field(5, "Passes over each client's data per round.")
   batch_size: int = _field(20, 'Client batch size.')
   max_client_examples: int | None = _field(
       None, "Cap on a client's examples per round (a seeded random subset); none: all."
   )
-  sampling: Literal['uniform', 'weighted', 'fixed'] = _field(
+  sampling: Literal['uniform', 'weighted', 'fixed', 'poisson'] = _field(
       'uniform',
       "'uniform': distinct clients, equally likely; 'weighted': by number of examples; "
-      "'fixed': the first clients_per_round clients every round.",
+      "'fixed': the first clients_per_round clients every round; 'poisson': each client with "
+      'probability clients_per_round / clients (the sampling DP-FedAvg is analysed for).',
   )
   execution: Literal['auto', 'vmap', 'sequential', 'chunked', 'lanes'] = _field(
       'auto', 'How the engine runs clients (see fedjax_like.core.engine).'
@@ -163,6 +184,9 @@ class ExperimentConfig:
   training: TrainingConfig = _field(TrainingConfig, 'Training.')
   evaluation: EvaluationConfig = _field(EvaluationConfig, 'Evaluation.')
   output: OutputConfig = _field(OutputConfig, 'Outputs.')
+  aggregator: AggregatorConfig = _field(AggregatorConfig, 'Model update aggregator.')
+  fed_prox: FedProxConfig = _field(FedProxConfig, 'FedProx options.')
+  fed_opt: FedOptConfig = _field(FedOptConfig, 'FedAdam, FedYogi, FedAdagrad options.')
 
 
 # Reflection over the schema -----------------------------------------------------------------------
@@ -349,6 +373,7 @@ def _check_range(config: ExperimentConfig) -> None:
     raise ConfigError(f'data.alpha: expected a value > 0, got {config.data.alpha!r}.')
   if not config.name or '/' in config.name:
     raise ConfigError(f'name: expected a non-empty name without "/", got {config.name!r}.')
+  check_algorithm_sections(config)
 
 
 def get_value(config, key: str) -> Any:

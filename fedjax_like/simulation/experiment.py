@@ -25,9 +25,8 @@ from typing import Any
 
 from fedjax_like.core import cohort
 from fedjax_like.data.client_data import ClientData
-from fedjax_like.data.sampling import FixedSampler, UniformSampler, WeightedSampler
+from fedjax_like.data.sampling import FixedSampler, PoissonSampler, UniformSampler, WeightedSampler
 from fedjax_like.learning import optimizers
-from fedjax_like.learning.algorithms import build_unweighted_fed_avg, build_weighted_fed_avg
 from fedjax_like.learning.process import LearningProcess
 from fedjax_like.models import zoo
 from fedjax_like.models.model import Model
@@ -36,6 +35,12 @@ from fedjax_like.simulation.cohorts import ClientPreprocess
 from fedjax_like.simulation.config import ConfigError, ExperimentConfig, OptimizerConfig
 from fedjax_like.simulation.evaluation import FederatedEvaluation, sample_test_clients
 from fedjax_like.simulation.loop import ResumeError, TrainingResult, run_training_process
+from fedjax_like.simulation.processes import (
+    build_accountant,
+    build_aggregator,
+    build_process,
+    dp_noise_multiplier,
+)
 from fedjax_like.simulation.writers import CsvWriter, CurvePlot, TensorBoardWriter
 
 # Options that may change between the interrupted and the resumed invocation of one run (the
@@ -59,6 +64,7 @@ class Experiment:
   process: LearningProcess
   sampler: Any
   client_preprocess: ClientPreprocess
+  privacy_accountant: Any = None  # a PrivacyAccountant when aggregator.kind = 'dp'
 
 
 def load_datasets(data: config_lib.DataConfig) -> tuple[ClientData, ClientData, int]:
@@ -108,19 +114,23 @@ def build_experiment(config: ExperimentConfig) -> Experiment:
         f'of training clients with data ({len(sizes)}).'
     )
   model = zoo.create_model(config.model.name, num_classes)
-  builder = build_weighted_fed_avg if training.algorithm == 'fed_avg' else build_unweighted_fed_avg
-  process = builder(
-      model,
-      build_optimizer(config.client_optimizer),
-      build_optimizer(config.server_optimizer),
-      seed=config.seed,
-  )
   if training.sampling == 'uniform':
     sampler = UniformSampler(list(sizes), training.clients_per_round, seed=config.seed)
   elif training.sampling == 'weighted':
     sampler = WeightedSampler(sizes, training.clients_per_round, seed=config.seed)
+  elif training.sampling == 'poisson':
+    sampler = PoissonSampler.with_expected_size(
+        list(sizes), training.clients_per_round, seed=config.seed
+    )
   else:
     sampler = FixedSampler(list(sizes)[: training.clients_per_round])
+  accountant, noise_multiplier = None, None
+  if config.aggregator.kind == 'dp':
+    noise_multiplier = dp_noise_multiplier(config, sampler)
+    accountant = build_accountant(config, sampler, noise_multiplier)
+  process = build_process(
+      config, model, len(sizes), build_optimizer, build_aggregator(config, noise_multiplier)
+  )
   preprocess = ClientPreprocess.for_model(
       model,
       batch_size=training.batch_size,
@@ -128,14 +138,19 @@ def build_experiment(config: ExperimentConfig) -> Experiment:
       seed=config.seed,
       max_examples=training.max_client_examples,
   )
-  return Experiment(config, train, test, num_classes, model, process, sampler, preprocess)
+  return Experiment(
+      config, train, test, num_classes, model, process, sampler, preprocess, accountant
+  )
 
 
 def run_info(config: ExperimentConfig) -> dict[str, Any]:
   """The config's options that define the run (a resume must match them), flattened."""
   flat = {}
+  # A noise multiplier calibrated for a target epsilon depends on the number of rounds.
+  calibrated = config.aggregator.kind == 'dp' and config.aggregator.target_epsilon is not None
   for key in config_lib.flat_fields():
-    if not any(key == p or (p.endswith('.') and key.startswith(p)) for p in _RESUMABLE_CHANGES):
+    resumable = any(key == p or (p.endswith('.') and key.startswith(p)) for p in _RESUMABLE_CHANGES)
+    if not resumable or (calibrated and key == 'training.num_rounds'):
       flat[key] = config_lib.get_value(config, key)
   return flat
 
@@ -238,8 +253,13 @@ def _run_experiment(config: ExperimentConfig):
       metrics_writers=writers,
       progress=config.output.progress,
       run_info=run_info(config),
+      privacy_accountant=experiment.privacy_accountant,
   )
   summary = _summary(config, result, paths, time.perf_counter() - started)
+  if experiment.privacy_accountant is not None:
+    accountant = experiment.privacy_accountant
+    summary['privacy'] = dict(accountant.state(), rounds=result.last_round,
+                              epsilon=accountant.epsilon(result.last_round))
   with open(paths.summary, 'w') as f:
     json.dump(summary, f, indent=2)
     f.write('\n')

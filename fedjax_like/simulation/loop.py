@@ -5,13 +5,20 @@
 
 1. ``client_sampler.sample(r)`` picks the cohort (a pure function of the seed and ``r``);
 2. :func:`~fedjax_like.simulation.cohorts.pack_round` makes their batches on the host (shuffles
-   seeded by run seed, round and client) and packs them to a bucketed shape;
+   seeded by run seed, round and client) and packs them to a bucketed shape; a sampler whose
+   cohorts vary in size (``PoissonSampler``, with ``padded_size``) has each cohort padded with
+   masked, empty clients to a size on a short ladder, so a few compiled programs serve every
+   round (not for algorithms with per-client state, whose stores are keyed by client id);
 3. ``process.next(state, cohort)`` dispatches the round to the device and returns at once;
 4. only then is round ``r - 1``'s record read back (a one-round lag), so packing round ``r + 1``
    and logging overlap the device's work on round ``r`` (JAX dispatch is asynchronous);
 5. every ``eval_every`` rounds (and at the last) ``evaluation(weights)`` runs on the new weights;
 6. every ``checkpoint_every`` rounds (and at the last) the state is saved with its round, the
    sampler's description and the metrics history.
+
+With a ``privacy_accountant`` (:class:`~fedjax_like.learning.privacy_accounting.PrivacyAccountant`,
+checked against the sampler before the first round), each round's record holds
+``privacy/epsilon``: the epsilon spent after that many rounds at the accountant's delta.
 
 Resuming: with a ``checkpoint_dir`` holding a committed checkpoint, the loop restores the latest one
 and continues from the round after it. Everything random is a function of the seed and the round
@@ -31,6 +38,7 @@ import numpy as np
 
 from fedjax_like.data.client_data import ClientData
 from fedjax_like.data.dataset import BatchedDataset, Dataset
+from fedjax_like.data.packing import pad_cohort
 from fedjax_like.data.sampling import ClientSampler
 from fedjax_like.learning.process import LearningAlgorithmState, LearningProcess
 from fedjax_like.simulation.checkpoint import Checkpointer
@@ -76,6 +84,22 @@ def flatten_metrics(metrics: Mapping[str, Any], prefix: str = '') -> Record:
 
 class ResumeError(ValueError):
   """A checkpoint to resume from belongs to a different run (sampler or run_info differ)."""
+
+
+class EmptyCohortError(ValueError):
+  """The client sampler drew no client for a round (possible with Poisson sampling)."""
+
+
+def _empty_cohort(sampler: ClientSampler, round_num: int) -> EmptyCohortError:
+  chance = ''
+  q, n = getattr(sampler, 'sampling_probability', None), getattr(sampler, 'num_clients', None)
+  if q is not None and n is not None:
+    chance = f' (probability (1 - q)^N = {(1 - q) ** n:.3g} a round for q = {q:g}, N = {n})'
+  return EmptyCohortError(
+      f'Round {round_num}: the client sampler {type(sampler).__name__} drew no clients'
+      f'{chance}. A round needs at least one client: raise the sampling probability '
+      '(clients per round) or use another seed.'
+  )
 
 
 @dataclasses.dataclass
@@ -126,6 +150,7 @@ def run_training_process(
     progress: str = 'auto',
     initial_state: LearningAlgorithmState | None = None,
     run_info: Mapping[str, Any] | None = None,
+    privacy_accountant=None,
 ) -> TrainingResult:
   """Trains ``process`` for rounds ``start+1 .. num_rounds``, resuming from a checkpoint if any.
 
@@ -150,6 +175,9 @@ def run_training_process(
       ``process.initialize()``); also the template a checkpoint is restored into.
     run_info: JSON-able facts about the run (seed, config) saved with each checkpoint; resuming
       from a checkpoint whose ``run_info`` differs raises instead of mixing two runs.
+    privacy_accountant: a :class:`~fedjax_like.learning.privacy_accounting.PrivacyAccountant`
+      for the process's DP aggregator and ``client_sampler`` (a mismatch raises before the
+      first round); adds ``privacy/epsilon`` to every round's record.
 
   Returns:
     A :class:`TrainingResult`.
@@ -159,6 +187,11 @@ def run_training_process(
   if client_preprocess is None:
     client_preprocess = ClientPreprocess.for_model(process.model)
   run_info = dict(run_info) if run_info is not None else None
+  if privacy_accountant is not None:
+    privacy_accountant.check_sampler(client_sampler)
+  padded_size = getattr(client_sampler, 'padded_size', None)
+  if getattr(process, 'stateful_clients', False):
+    padded_size = None  # per-client stores are keyed by id: no padding clients
   state = initial_state if initial_state is not None else process.initialize()
   history: list[Record] = []
   start_round = 0
@@ -186,6 +219,8 @@ def run_training_process(
         'elapsed_s': round(elapsed_before + time.perf_counter() - started, 3),
     }
     record.update(flatten_metrics(metrics))
+    if privacy_accountant is not None:
+      record['privacy/epsilon'] = privacy_accountant.epsilon(pending.round_num)
     if eval_metrics is not None:
       record.update(flatten_metrics(eval_metrics, 'eval/'))
     history.append(record)
@@ -200,7 +235,11 @@ def run_training_process(
   try:
     for round_num in range(start_round + 1, num_rounds + 1):
       client_ids = client_sampler.sample(round_num)
+      if not client_ids:
+        raise _empty_cohort(client_sampler, round_num)
       cohort = pack_round(train_data, client_ids, round_num, client_preprocess)
+      if padded_size is not None:
+        cohort = pad_cohort(cohort, padded_size(len(client_ids)))
       output = process.next(state, cohort)
       if pending is not None:
         finish(pending)

@@ -77,6 +77,8 @@ class Progress:
         postfix['train_acc'] = f'{self._train_accuracy:.4f}'
       if self._eval_accuracy is not None:
         postfix['eval_acc'] = f'{self._eval_accuracy:.4f}'
+      if record.get('privacy/epsilon') is not None:
+        postfix['epsilon'] = f"{record['privacy/epsilon']:.3g}"
       self._bar.set_postfix(postfix, refresh=False)
       self._bar.update(1)
     elif self.mode == 'log' and evaluated is not None:
@@ -87,6 +89,8 @@ class Progress:
       if self._train_accuracy is not None:
         line += f', train accuracy {self._train_accuracy:.4f}'
       line += f', eval accuracy {evaluated:.4f}'
+      if record.get('privacy/epsilon') is not None:
+        line += f", epsilon {record['privacy/epsilon']:.4g}"
       print(line, file=self._stream, flush=True)
 
   def close(self) -> None:

@@ -9,7 +9,8 @@ A writer has three methods, called by the training loop:
 - ``close()``: flush and release (the plot is drawn here).
 
 Records are flat: ``round``, ``num_clients``, ``elapsed_s``, then the process's metrics flattened
-with ``/`` (``client_work/train/accuracy``), then ``eval/<metric>`` on evaluation rounds.
+with ``/`` (``client_work/train/accuracy``), ``privacy/epsilon`` for a DP run with an accountant,
+then ``eval/<metric>`` on evaluation rounds.
 """
 
 from __future__ import annotations
@@ -135,7 +136,8 @@ class TensorBoardWriter:
 
 
 class CurvePlot:
-  """Draws ``path`` (PNG) at ``close()``: accuracy and loss by round, train and eval."""
+  """Draws ``path`` (PNG) at ``close()``: accuracy and loss by round, train and eval (and the
+  privacy spent, when the records hold ``privacy/epsilon``)."""
 
   def __init__(self, path: str | os.PathLike[str], title: str = ''):
     self.path = os.fspath(path)
@@ -168,16 +170,26 @@ def plot_curves(history: Sequence[Record], path: str | os.PathLike[str], title: 
   """Saves train and eval accuracy and loss by round as a PNG; returns the path.
 
   Train curves are ``*train/accuracy`` and ``*train/loss`` (e.g. ``client_work/train/accuracy``),
-  eval curves ``eval/accuracy`` and ``eval/loss``. Uses matplotlib's Agg canvas directly, so no
+  eval curves ``eval/accuracy`` and ``eval/loss``; a third panel shows ``privacy/epsilon`` by
+  round when the records hold it. Uses matplotlib's Agg canvas directly, so no
   global backend is changed (safe inside notebooks).
   """
   from matplotlib.backends.backend_agg import FigureCanvasAgg
   from matplotlib.figure import Figure
 
-  figure = Figure(figsize=(10, 4), dpi=100)
+  privacy = _series(history, 'privacy/epsilon')
+  panels = 3 if privacy[1] else 2
+  figure = Figure(figsize=(5 * panels, 4), dpi=100)
   FigureCanvasAgg(figure)
+  if privacy[1]:
+    axes = figure.add_subplot(1, 3, 3)
+    axes.plot(privacy[1], privacy[2], '-', label='epsilon spent')
+    axes.set_xlabel('round')
+    axes.set_ylabel('epsilon')
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
   for i, metric in enumerate(('accuracy', 'loss')):
-    axes = figure.add_subplot(1, 2, i + 1)
+    axes = figure.add_subplot(1, panels, i + 1)
     for suffix, label, style in (
         (f'train/{metric}', 'train', '-'),
         (f'eval/{metric}', 'eval', 'o-'),

@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from fedjax_like.data.sampling import ClientSampler, FixedSampler, UniformSampler, WeightedSampler
+from fedjax_like.data.sampling import (
+    ClientSampler,
+    FixedSampler,
+    PoissonSampler,
+    UniformSampler,
+    WeightedSampler,
+    binomial_tail,
+)
 
 IDS = [f'client_{i:03d}' for i in range(50)]
 
@@ -76,3 +83,95 @@ def test_state_describes_the_sampler_for_resume_checks():
 def test_bad_samplers_raise_clear_errors(make, message):
   with pytest.raises(ValueError, match=message):
     make()
+
+
+def test_poisson_includes_each_client_independently_with_probability_q():
+  q, rounds = 0.2, 2000
+  sampler = PoissonSampler(IDS, q, seed=5)
+  counts = dict.fromkeys(IDS, 0)
+  sizes = []
+  for r in range(1, rounds + 1):
+    cohort = sampler.sample(r)
+    assert cohort == [c for c in IDS if c in set(cohort)]  # population order, no repeats
+    sizes.append(len(cohort))
+    for c in cohort:
+      counts[c] += 1
+  # Each client: Binomial(2000, 0.2), mean 400, sd 17.9; chi-square over 50 clients (49 dof).
+  observed = np.array(list(counts.values()), dtype=float)
+  expected = rounds * q
+  chi2 = ((observed - expected) ** 2 / (expected * (1 - q))).sum()
+  assert chi2 < 100, chi2
+  # Cohort sizes: Binomial(50, 0.2): mean 10, variance 8 (standard errors 0.063 and ~0.26).
+  assert np.mean(sizes) == pytest.approx(10.0, abs=0.3)
+  assert np.var(sizes) == pytest.approx(8.0, abs=1.2)
+  # Pairwise independence: P(a and b) = q^2 = 0.04 (standard error 0.0044 over 2000 rounds).
+  both = sum({'client_000', 'client_001'} <= set(sampler.sample(r)) for r in range(1, rounds + 1))
+  assert both / rounds == pytest.approx(q * q, abs=0.015)
+
+
+def test_poisson_is_a_pure_function_of_seed_and_round():
+  sampler = PoissonSampler.with_expected_size(IDS, 10, seed=3)
+  assert sampler.sampling_probability == 0.2 and sampler.expected_cohort_size == 10
+  forward = [sampler.sample(r) for r in range(1, 30)]
+  assert forward == [PoissonSampler(IDS, 0.2, seed=3).sample(r) for r in range(29, 0, -1)][::-1]
+  assert PoissonSampler(IDS, 0.2, seed=4).sample(7) != sampler.sample(7)
+  assert sampler.state() == PoissonSampler(IDS, 0.2, seed=3).state()
+  assert sampler.state()['kind'] == 'poisson'
+  assert isinstance(sampler, ClientSampler)
+
+
+def test_poisson_truncation_keeps_a_uniform_subset_of_the_draw():
+  q, cap = 0.5, 20
+  full, truncated = PoissonSampler(IDS, q, seed=1), PoissonSampler(IDS, q, seed=1,
+                                                                    max_cohort_size=cap)
+  kept = dict.fromkeys(IDS, 0)
+  drawn = dict.fromkeys(IDS, 0)
+  for r in range(1, 801):
+    draw, cohort = full.sample(r), truncated.sample(r)
+    assert set(cohort) <= set(draw)
+    assert len(cohort) == min(len(draw), cap)
+    if len(draw) <= cap:
+      assert cohort == draw  # untouched below the cap
+    for c in draw:
+      drawn[c] += 1
+    for c in cohort:
+      kept[c] += 1
+  # Truncation picks uniformly: every client is kept in the same share of its draws (chi-square
+  # of kept counts given drawn counts, 49 dof).
+  share = sum(kept.values()) / sum(drawn.values())
+  observed = np.array([kept[c] for c in IDS], float)
+  expected = np.array([drawn[c] * share for c in IDS])
+  assert ((observed - expected) ** 2 / (expected * (1 - share))).sum() < 100
+  assert truncated.truncation_probability() == pytest.approx(binomial_tail(50, q, cap))
+  assert PoissonSampler(IDS, q).truncation_probability() == 0.0
+
+
+def test_binomial_tail_matches_an_exact_sum():
+  from fractions import Fraction
+  from math import comb
+
+  # p = a / b: the tail is an exact integer sum over b**n.
+  for n, a, b, k in [(50, 1, 5, 10), (50, 1, 2, 20), (800, 24, 800, 45), (10, 9, 10, 9),
+                     (10, 9, 10, 5)]:
+    exact = Fraction(sum(comb(n, j) * a**j * (b - a) ** (n - j) for j in range(k + 1, n + 1)),
+                     b**n)
+    assert binomial_tail(n, a / b, k) == pytest.approx(float(exact), rel=1e-9)
+
+
+def test_poisson_padded_sizes_are_a_short_ladder_within_the_cap():
+  sampler = PoissonSampler(IDS, 0.2)
+  assert [sampler.padded_size(n) for n in range(0, 14)] == [
+      1, 1, 2, 3, 4, 6, 6, 8, 8, 12, 12, 12, 12, 16]
+  assert all(n <= sampler.padded_size(n) <= 1.5 * n for n in range(2, 60))
+  capped = PoissonSampler(IDS, 0.2, max_cohort_size=14)
+  assert capped.padded_size(13) == 14 and capped.padded_size(14) == 14
+
+
+def test_poisson_rejects_bad_arguments():
+  for q in (0.0, -0.1, 1.5, True):
+    with pytest.raises(ValueError, match='sampling_probability'):
+      PoissonSampler(IDS, q)
+  with pytest.raises(ValueError, match='max_cohort_size'):
+    PoissonSampler(IDS, 0.2, max_cohort_size=0)
+  with pytest.raises(ValueError, match='clients_per_round'):
+    PoissonSampler.with_expected_size(IDS, 51)

@@ -247,3 +247,31 @@ def test_compression_aggregator_quantizes_large_tensors_to_8_bits_within_their_s
 def test_compression_aggregator_refuses_unknown_keywords():
   with pytest.raises(TypeError, match='unknown arguments'):
     fl.learning.compression_aggregator(bits=4)
+@pytest.mark.parametrize('build', [
+    lambda m, opt, agg: fl.learning.algorithms.build_weighted_fed_avg(m, opt, model_aggregator=agg),
+    lambda m, opt, agg: fl.learning.algorithms.build_weighted_fed_prox(
+        m, 0.1, opt, model_aggregator=agg),
+    lambda m, opt, agg: fl.learning.algorithms.build_fed_adam(m, opt, model_aggregator=agg),
+    lambda m, opt, agg: fl.learning.algorithms.build_fed_sgd(m, model_aggregator=agg),
+    lambda m, opt, agg: fl.learning.algorithms.build_weighted_mime_lite(
+        m, opt, model_aggregator=agg),
+    lambda m, opt, agg: fl.learning.algorithms.build_scaffold(
+        m, 0.1, 10, client_weighting=fl.learning.ClientWeighting.NUM_EXAMPLES,
+        model_aggregator=agg),
+], ids=['fed_avg', 'fed_prox', 'fed_adam', 'fed_sgd', 'mime_lite', 'scaffold'])
+def test_every_weighted_builder_refuses_the_dp_aggregator_and_names_the_unweighted_one(build):
+  agg = fl.learning.dp_aggregator(0.5, 10, seed=0)
+  with pytest.raises(TypeError, match=r'weights its clients .* is unweighted\. Use the unweighted '
+                                      r'builder'):
+    build(dense_model(), fl.learning.optimizers.build_sgdm(0.1), agg)
+
+
+def test_clip_must_be_positive_wherever_it_is_given():
+  factory = fl.aggregators.DifferentiallyPrivateFactory
+  for bad in (0.0, -1.0):
+    with pytest.raises(ValueError, match='clip must be positive'):
+      factory.gaussian_fixed(1.0, 10, bad)
+    with pytest.raises(ValueError, match='initial_l2_norm_clip must be positive'):
+      factory.gaussian_adaptive(0.5, 10, initial_l2_norm_clip=bad)
+    with pytest.raises(ValueError, match='clipping_norm must be positive'):
+      fl.aggregators.clipping_factory(bad, fl.aggregators.MeanFactory())

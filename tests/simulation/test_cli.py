@@ -65,6 +65,35 @@ def test_train_writes_every_output_and_resumes(tmp_path, capsys):
   assert json.loads((run / 'config.json').read_text())['seed'] == 0  # left untouched
 
 
+def test_dp_run_reports_the_accountants_epsilon_every_round(tmp_path, capsys):
+  dpa = pytest.importorskip('dp_accounting')
+  z, rounds, clients, cohort = 0.8, 2, 30, 10
+  status, out, err = _train(capsys, '--output.root', str(tmp_path), '--training.num_rounds',
+                          str(rounds), '--data.num_clients', str(clients),
+                          '--training.clients_per_round', str(cohort),
+                          '--training.client_epochs', '1', '--evaluation.every', '0',
+                          '--training.algorithm', 'fed_avg_unweighted', '--aggregator.kind', 'dp',
+                          '--aggregator.noise_multiplier', str(z), '--training.sampling', 'poisson',
+                          '--output.tensorboard', 'false')
+  assert status == 0, err
+  run = tmp_path / 'digits_fedavg'
+  with open(run / 'metrics.csv') as f:
+    rows = list(csv.DictReader(f))
+  summary = json.loads((run / 'summary.json').read_text())
+  population = summary['privacy']['sampling']['population']  # the clients with data
+  assert [r['round'] for r in rows] == ['1', '2'] and population <= clients
+  for row in rows:
+    accountant = dpa.rdp.RdpAccountant()
+    event = dpa.PoissonSampledDpEvent(cohort / population, dpa.GaussianDpEvent(z))
+    accountant.compose(event, int(row['round']))
+    assert float(row['privacy/epsilon']) == pytest.approx(accountant.get_epsilon(1e-5), abs=1e-6)
+    assert row['aggregator/zeroing/dp_query_metrics/clip']
+  assert summary['privacy']['epsilon'] == pytest.approx(float(rows[-1]['privacy/epsilon']))
+  assert summary['privacy']['event'] == 'PoissonSampledDpEvent'
+  assert f"epsilon {summary['privacy']['epsilon']:.4g} at delta 1e-05 after 2 rounds" in out
+  assert (run / 'curves.png').is_file()
+
+
 def test_help_explains_every_option(capsys):
   with pytest.raises(SystemExit) as exit_info:
     cli.main(['train', '--help'])

@@ -9,11 +9,13 @@ import jax
 import numpy as np
 import pytest
 
-from fedjax_like.data.sampling import UniformSampler
+import fedjax_like as fl
+from fedjax_like.data.packing import PADDING_CLIENT_ID
+from fedjax_like.data.sampling import PoissonSampler, UniformSampler
 from fedjax_like.simulation.checkpoint import Checkpointer
 from fedjax_like.simulation.cohorts import ClientPreprocess, pack_round
 from fedjax_like.simulation.evaluation import FederatedEvaluation
-from fedjax_like.simulation.loop import ResumeError, run_training_process
+from fedjax_like.simulation.loop import EmptyCohortError, ResumeError, run_training_process
 from fedjax_like.simulation.writers import CsvWriter, CurvePlot, TensorBoardWriter
 
 
@@ -265,3 +267,56 @@ def test_stateful_clients_resume_exactly_from_a_checkpoint(tmp_path):
     np.testing.assert_array_equal(a, b)
   store_a, store_b = straight.client_work.clients, resumed.client_work.clients
   assert store_a.client_ids == store_b.client_ids and len(store_a) >= 2
+
+
+def test_poisson_cohorts_are_padded_and_padding_changes_nothing(digits_data):
+  train, _ = digits_data
+  model = fl.models.zoo.create_model('logistic', 10)
+  process = fl.learning.algorithms.build_unweighted_fed_avg(
+      model, fl.learning.optimizers.build_sgdm(0.1), runtime=fl.Runtime('sequential'))
+  def padded(seed):  # round 1 draws a size off the ladder 1, 2, 3, 4, 6, 8, 12, ...
+    n = len(PoissonSampler(train.client_ids, 0.2, seed).sample(1))
+    return PoissonSampler(train.client_ids, 0.2, seed).padded_size(n) > n
+
+  sampler = PoissonSampler(train.client_ids, 0.2, seed=next(filter(padded, range(100))))
+  preprocess = ClientPreprocess.for_model(model, batch_size=20, seed=2)
+  cohorts = []
+  real_next = process.next
+
+  def spy(state, cohort):
+    cohorts.append(cohort)
+    return real_next(state, cohort)
+
+  process.next = spy
+  result = run_training_process(process, train, sampler, 2, client_preprocess=preprocess,
+                                progress='none')
+  state = process.initialize()
+  for round_num, cohort in enumerate(cohorts, start=1):
+    ids = sampler.sample(round_num)
+    assert cohort.client_ids == tuple(ids) + (PADDING_CLIENT_ID,) * (
+        sampler.padded_size(len(ids)) - len(ids))
+    assert result.history[round_num - 1]['num_clients'] == len(ids)
+    state = real_next(state, pack_round(train, ids, round_num, preprocess)).state  # unpadded
+  assert any(PADDING_CLIENT_ID in c.client_ids for c in cohorts)  # padding happened
+  for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(result.state), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_an_empty_draw_stops_the_run_naming_the_round(digits_data, dropout_process):
+  train, _ = digits_data
+  samplers = (PoissonSampler(train.client_ids, 0.01, seed) for seed in range(99))
+  sampler = next(s for s in samplers if not s.sample(1))  # (1 - q)^30 = 0.74: the first, likely
+  message = r'Round 1: .*PoissonSampler drew no clients .*q = 0.01'
+  with pytest.raises(EmptyCohortError, match=message):
+    run_training_process(dropout_process, train, sampler, 1, progress='none')
+
+
+def test_a_privacy_accountant_for_another_sampling_is_refused(digits_data, dropout_process):
+  accounting = pytest.importorskip('fedjax_like.learning.privacy_accounting')
+  pytest.importorskip('dp_accounting')
+  train, _ = digits_data
+  accountant = accounting.PrivacyAccountant(
+      1.0, accounting.Sampling('poisson', len(train.client_ids), 5), 1e-5)
+  with pytest.raises(accounting.SamplerMismatchError, match='UniformSampler'):
+    run_training_process(dropout_process, train, UniformSampler(train.client_ids, 5), 1,
+                         progress='none', privacy_accountant=accountant)
