@@ -1,6 +1,6 @@
 """Federated data, host side: ClientData, a client's Dataset, cohort packing, samplers, sources."""
 
-from fedjax_like.data import sampling, sources
+from fedjax_like.data import partition, sampling, sources
 from fedjax_like.data.client_data import ClientData
 from fedjax_like.data.dataset import BatchedDataset, Dataset
 from fedjax_like.data.packing import PackedCohort, pack_cohort, validate_cohort
@@ -15,6 +15,7 @@ __all__ = [
     'digits',
     'emnist',
     'pack_cohort',
+    'partition',
     'sampling',
     'shakespeare',
     'sources',
