@@ -4,7 +4,7 @@ from fedjax_like.data import partition, sampling, sources
 from fedjax_like.data.client_data import ClientData
 from fedjax_like.data.dataset import BatchedDataset, Dataset
 from fedjax_like.data.packing import PackedCohort, pack_cohort, validate_cohort
-from fedjax_like.data.sources import cifar100, digits, emnist, shakespeare, stackoverflow
+from fedjax_like.data.sources import cifar100, digits, emnist, shakespeare, stackoverflow, tfds
 
 __all__ = [
     'BatchedDataset',
@@ -20,5 +20,6 @@ __all__ = [
     'shakespeare',
     'sources',
     'stackoverflow',
+    'tfds',
     'validate_cohort',
 ]
