@@ -13,6 +13,12 @@ from fedjax_like.data.sources import tf_example_batch as batch
 from fedjax_like.data.sources.tf_example import FixedLenFeature as F
 
 
+@pytest.fixture(autouse=True)
+def vectorize_every_batch(monkeypatch):
+  """Small batches normally go to the per-example decoder; here the walk decodes them all."""
+  monkeypatch.setattr(batch, 'SMALL_BATCH', 0)
+
+
 def _outcome(fn, blobs, spec, where):
   try:
     return fn(blobs, spec, where), None
@@ -202,3 +208,15 @@ def test_tf_encoding_takes_the_fast_path(monkeypatch):
                             packed=False)
   batch.parse_examples(_emnist(rng, 5) + [unpacked], EMNIST)
   assert calls == [1]  # Only the unpacked record.
+
+
+def test_small_batches_use_the_per_example_decoder(monkeypatch):
+  monkeypatch.setattr(batch, 'SMALL_BATCH', 10)
+  calls = []
+  reference = tf_example.parse_examples
+  monkeypatch.setattr(batch.tf_example, 'parse_examples',
+                      lambda b, s, w=None: calls.append(len(b)) or reference(b, s, w))
+  rng = np.random.default_rng(5)
+  batch.parse_examples(_emnist(rng, 9), EMNIST)
+  batch.parse_examples(_emnist(rng, 10), EMNIST)
+  assert calls == [9]

@@ -12,7 +12,9 @@ The fast path takes the encoding TensorFlow writes (packed numeric lists, one ma
 one list per feature). A record that is encoded any other legal way (unpacked values, a key seen
 twice, several lists in one feature, a non-ASCII feature name), that does not fit the spec, or that
 is malformed anywhere the per-example decoder looks, is decoded by the per-example decoder instead,
-so it gets that decoder's values or its error, naming the record.
+so it gets that decoder's values or its error, naming the record. Batches of fewer than
+:data:`SMALL_BATCH` records go to the per-example decoder whole (the walk's fixed cost is a few
+hundred NumPy calls).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import numpy as np
 from fedjax_like.data.sources import tf_example
 from fedjax_like.data.sources.tf_example import FixedLenFeature
 
+# Fewer records than this are decoded one by one (same results; less fixed cost).
+SMALL_BATCH = 48
 _PAD = 16  # Zero bytes after the joined records, so a 10-byte varint window never runs off.
 _SPAN10 = np.arange(10, dtype=np.int64)
 _SHIFTS = (7 * _SPAN10).astype(np.uint64)
@@ -73,7 +77,7 @@ def _walk(buf, owner, pos, end, bad: np.ndarray) -> _Fields:
     key, key_len, ok = _varints(buf, pos, end)
     field = (key >> np.uint64(3)).astype(np.int64)
     wire = (key & np.uint64(7)).astype(np.int64)
-    ok &= (field != 0) & np.isin(wire, (0, 1, 2, 5))
+    ok &= (field != 0) & ((wire <= 2) | (wire == 5))
     start = pos + key_len
     a = start.copy()
     b = start.copy()
@@ -109,9 +113,16 @@ def _first_per_group(group: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarr
   """``(count, index of the first member)`` of each group ``0..size-1`` (groups sorted)."""
   count = np.bincount(group, minlength=size)
   first = np.full(size, -1, dtype=np.int64)
-  starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]]) if len(group) else group
+  starts = _group_starts(group)
   first[group[starts]] = starts
   return count, first
+
+
+def _group_starts(sorted_keys: np.ndarray) -> np.ndarray:
+  """Where each run of equal keys begins."""
+  if not len(sorted_keys):
+    return np.zeros(0, dtype=np.int64)
+  return np.flatnonzero(np.concatenate(([True], sorted_keys[1:] != sorted_keys[:-1])))
 
 
 def _single(fields: _Fields, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -160,7 +171,7 @@ def _decode_varints(buf: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.n
   ends = np.flatnonzero(data < 0x80)
   if not len(ends):
     return np.zeros(0, dtype=np.int64), np.zeros(len(a), dtype=np.int64)
-  starts = np.r_[0, ends[:-1] + 1]
+  starts = np.concatenate(([0], ends[:-1] + 1))
   place = np.arange(len(data)) - np.repeat(starts, ends - starts + 1)
   bits = (data & 0x7F).astype(np.uint64) << (np.uint64(7) * place.astype(np.uint64))
   values = np.add.reduceat(bits, starts)
@@ -181,12 +192,12 @@ def parse_examples(
   """
   tf_example._check_spec(spec)
   n = len(serialized)
-  if n == 0:
-    return tf_example.parse_examples([], spec)
+  if n == 0 or n < SMALL_BATCH:  # The walk's fixed cost (some hundred NumPy calls) dominates.
+    return tf_example.parse_examples(serialized, spec, where)
   blobs = [bytes(s) for s in serialized]
   lengths = np.fromiter(map(len, blobs), dtype=np.int64, count=n)
-  joined = b''.join(blobs)
-  buf = np.frombuffer(joined + bytes(_PAD), dtype=np.uint8)
+  joined = b''.join([*blobs, bytes(_PAD)])  # One copy; the padding keeps varint windows inside.
+  buf = np.frombuffer(joined, dtype=np.uint8)
   starts = np.cumsum(lengths) - lengths
   bad = np.zeros(n, dtype=bool)
   records = np.arange(n, dtype=np.int64)
@@ -214,7 +225,7 @@ def parse_examples(
 
   # Feature{oneof: bytes_list = 1, float_list = 2, int64_list = 3} of every entry with a value.
   feature_fields = _walk(buf, np.arange(num_entries), feature_a, feature_b, entry_bad)
-  is_list = np.isin(feature_fields.field, (1, 2, 3))
+  is_list = (feature_fields.field >= 1) & (feature_fields.field <= 3)
   entry_bad[feature_fields.owner[is_list & (feature_fields.wire != 2)]] = True
   list_count, list_a, list_b = _single(feature_fields.select(is_list & (feature_fields.wire == 2)),
                                        num_entries)
@@ -227,8 +238,8 @@ def parse_examples(
   items = items.select(items.field == 1)
   item_kind = kind[items.owner]
   item_bad = (item_kind == 1) & (items.wire != 2)  # What the per-example decoder rejects.
-  item_bad |= (item_kind == 2) & ~np.isin(items.wire, (2, 5))
-  item_bad |= (item_kind == 3) & ~np.isin(items.wire, (0, 2))
+  item_bad |= (item_kind == 2) & (items.wire != 2) & (items.wire != 5)
+  item_bad |= (item_kind == 3) & (items.wire != 0) & (items.wire != 2)
   item_bad |= (item_kind == 2) & (items.wire == 2) & ((items.b - items.a) % 4 != 0)
   packed_int = (item_kind == 3) & (items.wire == 2)
   item_bad[packed_int] |= ~_packed_varints_ok(buf, items.a[packed_int], items.b[packed_int])
@@ -259,7 +270,7 @@ def _gather(buf, joined, name, feature, n, entry_record, key_a, key_b, kind, ite
   """One spec feature's values for the records the fast path keeps; marks the others ``bad``."""
   spec_kind, dtype = tf_example._SPEC_KINDS[feature.dtype]
   count = int(np.prod(feature.shape, dtype=np.int64))
-  out = np.zeros((n, *feature.shape), dtype=dtype)
+  out = np.empty((n, *feature.shape), dtype=dtype)  # Every row is filled here or one by one.
   flat = out.reshape(n, count)
   key = np.frombuffer(name.encode('utf-8'), dtype=np.uint8)
   matches = np.flatnonzero(key_b - key_a == len(key))
@@ -271,14 +282,16 @@ def _gather(buf, joined, name, feature, n, entry_record, key_a, key_b, kind, ite
   bad[records[kind[matches] != _KIND_FIELD[spec_kind]]] = True
   keep = ~bad[records]
   matches, records = matches[keep], records[keep]
-  mine = items.select(np.isin(items.owner, matches))  # Sorted by entry, so by record.
+  matched = np.zeros(len(kind), dtype=bool)
+  matched[matches] = True
+  mine = items.select(matched[items.owner])  # Sorted by entry, so by record.
   if spec_kind == 'bytes_list':
     per_entry = np.bincount(mine.owner, minlength=len(kind))
     bad[records[per_entry[matches] != count]] = True
     mine = mine.select(~bad[entry_record[mine.owner]])
     rows = entry_record[mine.owner]
-    group_start = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]) if len(rows) else rows
-    slot = np.arange(len(rows)) - np.repeat(group_start, np.diff(np.r_[group_start, len(rows)]))
+    group_start = _group_starts(rows)
+    slot = np.arange(len(rows)) - np.repeat(group_start, np.diff(np.append(group_start, len(rows))))
     for r, j, a, b in zip(rows.tolist(), slot.tolist(), mine.a.tolist(), mine.b.tolist(),
                           strict=True):
       flat[r, j] = joined[a:b]
@@ -292,9 +305,16 @@ def _gather(buf, joined, name, feature, n, entry_record, key_a, key_b, kind, ite
     width = 4 * count
     bad[records[(b - a) != width]] = True
     keep = ~bad[records]
-    if width:  # One gather through a sliding-window view: row i is buf[a_i : a_i + width].
-      windows = np.lib.stride_tricks.sliding_window_view(buf, width)
-      flat.view(np.uint8)[records[keep]] = windows[a[keep]]
+    rows, a = records[keep], a[keep]
+    if width and len(rows):
+      step = int(a[1] - a[0]) if len(a) > 1 else width
+      if len(rows) == n and step >= width and np.all(np.diff(a) == step):
+        # Records of one length and layout (TF's usual): the values form a strided 2-D view.
+        view = np.lib.stride_tricks.as_strided(buf[a[0] :], (n, width), (step, 1))
+        flat.view(np.uint8)[:] = view
+      else:  # One gather through a sliding-window view: row i is buf[a_i : a_i + width].
+        windows = np.lib.stride_tricks.sliding_window_view(buf, width)
+        flat.view(np.uint8)[rows] = windows[a]
     if not np.little_endian:  # The wire holds little-endian floats.
       flat.byteswap(inplace=True)
     return out
