@@ -124,70 +124,91 @@ def _reset_peak() -> None:
     f.write('5')
 
 
-def measure(path: str, cohort: int, cnn_clients: int, seed: int) -> dict:
-  """The measurements, in this process (run it fresh)."""
+def _setup(path: str, seed: int):
   import fedjax_like as fl
-  from fedjax_like.data.sampling import UniformSampler
-  from fedjax_like.data.sources import sql_client_data, tf_example, tf_example_batch
+  from fedjax_like.data.sources import sql_client_data
   from fedjax_like.data.sources.tf_example import FixedLenFeature
-  from fedjax_like.simulation import ClientPreprocess, pack_round
+  from fedjax_like.simulation import ClientPreprocess
 
   spec = {'label': FixedLenFeature((), 'int64'), 'pixels': FixedLenFeature((28, 28), 'float32')}
-  result = {'rss_after_imports_mb': _rss_mb()}
+  base = _rss_mb()
   start = time.perf_counter()
   train = sql_client_data.load_and_parse_sql_client_data(path, spec, 'train')
-  result['load_s'] = time.perf_counter() - start
-  result['clients'] = len(train)
-  result['rss_after_load_mb'] = _rss_mb()
+  load = {'load_s': time.perf_counter() - start, 'rss_after_imports_mb': base,
+          'rss_after_load_mb': _rss_mb(), 'clients': len(train)}
+  model = fl.models.zoo.emnist_cnn(62)
+  preprocess = ClientPreprocess.for_model(model, batch_size=20, num_epochs=1, seed=seed)
+  return fl, train, model, preprocess, load
+
+
+def _pack_groups(fl, train, preprocess, client_ids, round_num):
+  """A cohort packed as ``process.next`` packs a list of client datasets: step-group blocks of
+  the default runtime's layout, each padded only to its own budget."""
+  from fedjax_like.core.engine import default_runtime
+  from fedjax_like.data.packing import pack_groups
+
+  datasets = [preprocess(d, round_num) for d in train.datasets_for_clients(client_ids)]
+  steps = np.array([d.num_batches for d in datasets], dtype=np.int64)
+  return pack_groups(datasets, default_runtime().layout(steps).blocks)
+
+
+def _nbytes(parts) -> int:
+  import jax.tree_util as jtu
+
+  return sum(leaf.nbytes for part in parts for leaf in jtu.tree_leaves((part.batches, part.mask)))
+
+
+def measure_speed(path: str, cohort: int, cnn_clients: int, seed: int) -> dict:
+  """Load, reads and packing speed, and the CNN round, in this process (run it fresh)."""
+  from fedjax_like.data.sources import tf_example, tf_example_batch
+  from fedjax_like.simulation import pack_round
+
+  fl, train, model, preprocess, result = _setup(path, seed)
   rng = np.random.default_rng(seed)
   ids = train.client_ids
-
-  def rate(fn, clients):
-    start = time.perf_counter()
-    n = fn(clients)
-    return len(clients) / (time.perf_counter() - start), n
-
-  one_by_one = lambda cs: sum(len(train.dataset_for_client(c)) for c in cs)  # noqa: E731
-  at_once = lambda cs: sum(len(d) for d in train.datasets_for_clients(cs))  # noqa: E731
   sample = lambda k: [ids[i] for i in rng.choice(len(ids), k, replace=False)]  # noqa: E731
-  result['read_one_by_one_clients_per_s'], _ = rate(one_by_one, sample(2000))
-  rates = [rate(at_once, sample(cohort)) for _ in range(5)]
-  result['read_cohort_clients_per_s'] = float(np.median([r for r, _ in rates]))
+
+  def clients_per_s(read, clients):
+    start = time.perf_counter()
+    read(clients)
+    return len(clients) / (time.perf_counter() - start)
+
+  one_by_one = lambda cs: [train.dataset_for_client(c) for c in cs]  # noqa: E731
+  result['read_one_by_one_clients_per_s'] = clients_per_s(one_by_one, sample(2000))
+  rates = [clients_per_s(train.datasets_for_clients, sample(cohort)) for _ in range(5)]
+  result['read_cohort_clients_per_s'] = float(np.median(rates))
   reference = tf_example_batch.parse_examples
   tf_example_batch.parse_examples = tf_example.parse_examples  # The per-example decoder.
   try:
-    result['read_cohort_per_example_decoder_clients_per_s'], _ = rate(at_once, sample(cohort))
+    result['read_cohort_per_example_decoder_clients_per_s'] = clients_per_s(
+        train.datasets_for_clients, sample(cohort))
   finally:
     tf_example_batch.parse_examples = reference
 
-  model = fl.models.zoo.emnist_cnn(62)
-  preprocess = ClientPreprocess.for_model(model, batch_size=20, num_epochs=1, seed=seed)
-  packs = []
-  for r in range(3):
+  def timed(pack, r):
+    client_ids = sample(cohort)
     start = time.perf_counter()
-    packed = pack_round(train, sample(cohort), r, preprocess)
-    packs.append((int(packed.num_examples.sum()), time.perf_counter() - start))
-  result['pack_examples_per_s'] = float(np.median([n / s for n, s in packs]))
-  result['pack_cohort_s'] = float(np.median([s for _, s in packs]))
-  result['pack_cohort_examples'] = int(np.median([n for n, _ in packs]))
+    packed = pack(client_ids, r)
+    seconds = time.perf_counter() - start
+    parts = packed if isinstance(packed, tuple) else (packed,)
+    examples = sum(int(p.num_examples.sum()) for p in parts)
+    return seconds, examples, _nbytes(parts)
+
+  groups = lambda cs, r: _pack_groups(fl, train, preprocess, cs, r)  # noqa: E731
+  padded = lambda cs, r: pack_round(train, cs, r, preprocess)  # noqa: E731
+  for name, pack in (('groups', groups), ('pack_round', padded)):
+    runs = [timed(pack, r) for r in range(3)]
+    seconds, examples, nbytes = (float(np.median(v)) for v in zip(*runs, strict=True))
+    result[f'pack_{name}_s'] = seconds
+    result[f'pack_{name}_examples'] = examples
+    result[f'pack_{name}_examples_per_s'] = examples / seconds
+    result[f'pack_{name}_mb'] = nbytes / 2**20
   tf_example_batch.parse_examples = tf_example.parse_examples
   try:
-    start = time.perf_counter()
-    packed = pack_round(train, sample(cohort), 9, preprocess)
-    result['pack_per_example_decoder_examples_per_s'] = (
-        packed.num_examples.sum() / (time.perf_counter() - start))
+    seconds, examples, _ = timed(groups, 9)
+    result['pack_groups_per_example_decoder_examples_per_s'] = examples / seconds
   finally:
     tf_example_batch.parse_examples = reference
-
-  # Peak memory while sampling cohorts: above the loaded baseline, for two cohort sizes.
-  for size in (cohort // 10, cohort):
-    sampler = UniformSampler(ids, size, seed=seed)
-    base = _rss_mb()
-    _reset_peak()
-    for r in range(1, 101):
-      packed = pack_round(train, sampler.sample(r), r, preprocess)
-      del packed
-    result[f'peak_rss_above_base_mb_cohort_{size}'] = _rss_mb('VmHWM') - base
 
   if cnn_clients:
     import jax
@@ -195,9 +216,8 @@ def measure(path: str, cohort: int, cnn_clients: int, seed: int) -> dict:
     trainer = fl.learning.algorithms.build_weighted_fed_avg(
         model, client_optimizer_fn=fl.learning.optimizers.build_sgdm(0.1))
     state = trainer.initialize()
-    cohort_ids = sample(cnn_clients)
-    packed = pack_round(train, cohort_ids, 0, preprocess)
-    state, _ = trainer.next(state, packed)  # Compile.
+    packed = pack_round(train, sample(cnn_clients), 0, preprocess)
+    state, _ = trainer.next(state, packed)  # Compiles.
     jax.block_until_ready(state)
     times = []
     for _ in range(2):
@@ -211,6 +231,28 @@ def measure(path: str, cohort: int, cnn_clients: int, seed: int) -> dict:
   return result
 
 
+def measure_memory(path: str, cohort: int, num_cohorts: int, packer: str, seed: int) -> dict:
+  """Peak RSS above the loaded baseline while packing ``num_cohorts`` sampled cohorts."""
+  from fedjax_like.data.sampling import UniformSampler
+  from fedjax_like.simulation import pack_round
+
+  fl, train, _, preprocess, result = _setup(path, seed)
+  sampler = UniformSampler(train.client_ids, cohort, seed=seed)
+  base = _rss_mb()
+  _reset_peak()
+  largest = 0
+  for r in range(1, num_cohorts + 1):
+    ids = sampler.sample(r)
+    if packer == 'groups':
+      parts = _pack_groups(fl, train, preprocess, ids, r)
+    else:
+      parts = (pack_round(train, ids, r, preprocess),)
+    largest = max(largest, _nbytes(parts))
+    del parts
+  result.update(peak_above_base_mb=_rss_mb('VmHWM') - base, largest_packed_mb=largest / 2**20)
+  return result
+
+
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--dir', default=os.path.join(tempfile.gettempdir(), 'fedjax_like_scale'))
@@ -221,10 +263,17 @@ def main(argv=None) -> None:
                       help='clients in the CNN round measured (0: skip it)')
   parser.add_argument('--seed', type=int, default=0)
   parser.add_argument('--delete', action='store_true', help='remove the file afterwards')
-  parser.add_argument('--measure-only', help=argparse.SUPPRESS)
+  parser.add_argument('--memory-cohorts', type=int, default=100)
+  parser.add_argument('--measure', nargs='+', help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
-  if args.measure_only:
-    print(json.dumps(measure(args.measure_only, args.cohort, args.cnn_clients, args.seed)))
+  if args.measure:
+    kind, path = args.measure[:2]
+    if kind == 'speed':
+      result = measure_speed(path, args.cohort, args.cnn_clients, args.seed)
+    else:
+      size, packer = int(args.measure[2]), args.measure[3]
+      result = measure_memory(path, size, args.memory_cohorts, packer, args.seed)
+    print(json.dumps(result))
     return
   os.makedirs(args.dir, exist_ok=True)
   path = os.path.join(args.dir, f'synthetic_{args.clients}_{args.mean_rows:g}.sqlite')
@@ -234,38 +283,55 @@ def main(argv=None) -> None:
     print(f'writing {path} ({free_before:.0f} GB free there)', flush=True)
     written = write(path, args.clients, args.mean_rows, args.seed)
     print(json.dumps(written), flush=True)
-  command = [sys.executable, '-m', 'benchmarks.data_scale', '--measure-only', path,
-             '--cohort', str(args.cohort), '--cnn-clients', str(args.cnn_clients),
-             '--seed', str(args.seed)]
-  done = subprocess.run(command, capture_output=True, text=True, check=False,
-                        cwd=pathlib.Path(__file__).resolve().parent.parent)
-  if done.returncode:
-    sys.exit(f'measurement failed:\n{done.stderr[-4000:]}')
-  result = json.loads(done.stdout.strip().splitlines()[-1])
+  def run(*measure):
+    command = [sys.executable, '-m', 'benchmarks.data_scale', '--cohort', str(args.cohort),
+               '--cnn-clients', str(args.cnn_clients), '--seed', str(args.seed),
+               '--memory-cohorts', str(args.memory_cohorts), '--measure', *measure]
+    done = subprocess.run(command, capture_output=True, text=True, check=False,
+                          cwd=pathlib.Path(__file__).resolve().parent.parent)
+    if done.returncode:
+      sys.exit(f'measurement {measure} failed:\n{done.stderr[-4000:]}')
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+  result = run('speed', path)
+  print(json.dumps(result), flush=True)
+  memory = {}
+  for size in (args.cohort // 10, args.cohort):
+    for packer in ('groups', 'pack_round'):
+      memory[f'{packer}_{size}'] = run('memory', path, str(size), packer)
+      print(packer, size, json.dumps(memory[f'{packer}_{size}']), flush=True)
   con = sqlite3.connect(path)
   rows = con.execute('SELECT COUNT(*) FROM examples').fetchone()[0]
   con.close()
   file_gb = os.path.getsize(path) / 1e9
+  c = f'{args.cohort:,}'
   table = [
       ('population', f"{result['clients']:,} clients, {rows:,} rows, {file_gb:.1f} GB file"),
       ('load (ids and sizes only)', f"{result['load_s']:.2f} s, "
        f"+{result['rss_after_load_mb'] - result['rss_after_imports_mb']:.0f} MB RSS"),
-      ('random reads, one client at a time', f"{result['read_one_by_one_clients_per_s']:,.0f} "
-       'clients/s'),
-      (f'random reads, cohorts of {args.cohort:,} at once',
+      ('random reads, one client at a time',
+       f"{result['read_one_by_one_clients_per_s']:,.0f} clients/s"),
+      (f'random reads, cohorts of {c} at once',
        f"{result['read_cohort_clients_per_s']:,.0f} clients/s (per-example decoder: "
        f"{result['read_cohort_per_example_decoder_clients_per_s']:,.0f})"),
-      (f'pack a cohort of {args.cohort:,} (pack_round, batch 20)',
-       f"{result['pack_cohort_s']:.2f} s for {result['pack_cohort_examples']:,} examples: "
-       f"{result['pack_examples_per_s']:,.0f} examples/s (per-example decoder: "
-       f"{result['pack_per_example_decoder_examples_per_s']:,.0f})"),
+      (f'pack a cohort of {c} as `next` does (step-group blocks, batch 20)',
+       f"{result['pack_groups_s']:.2f} s, {result['pack_groups_examples']:,.0f} examples, "
+       f"{result['pack_groups_mb']:.0f} MB: {result['pack_groups_examples_per_s']:,.0f} "
+       f"examples/s (per-example decoder: "
+       f"{result['pack_groups_per_example_decoder_examples_per_s']:,.0f})"),
+      (f'pack a cohort of {c} with `simulation.pack_round` (padded to the longest)',
+       f"{result['pack_pack_round_s']:.2f} s, {result['pack_pack_round_mb']:.0f} MB: "
+       f"{result['pack_pack_round_examples_per_s']:,.0f} examples/s"),
   ]
   if 'cnn_round_examples_per_s' in result:
     table.append((f"EMNIST CNN FedAvg round ({result['jax_backend']}, {args.cnn_clients} clients)",
                   f"{result['cnn_round_examples_per_s']:,.0f} examples/s"))
-  for size in (args.cohort // 10, args.cohort):
-    table.append((f'peak RSS above baseline, 100 cohorts of {size:,}',
-                  f"{result[f'peak_rss_above_base_mb_cohort_{size}']:.0f} MB"))
+  for key, m in memory.items():
+    packer, size = key.rsplit('_', 1)
+    table.append((f'peak RSS above the loaded baseline, {args.memory_cohorts} cohorts of '
+                  f'{int(size):,} ({packer})',
+                  f"{m['peak_above_base_mb']:.0f} MB (largest packed cohort "
+                  f"{m['largest_packed_mb']:.0f} MB)"))
   print('\n| what | measured |\n|---|---|')
   for what, value in table:
     print(f'| {what} | {value} |')
@@ -274,7 +340,7 @@ def main(argv=None) -> None:
           'sqlite': sqlite3.sqlite_version, 'machine': platform.processor() or platform.machine(),
           'cpus': os.cpu_count(), 'args': vars(args), 'written': written,
           'disk_free_gb_before': free_before, 'file_gb': file_gb, 'rows': rows}
-  OUT.write_text(json.dumps({'meta': meta, 'result': result}, indent=1))
+  OUT.write_text(json.dumps({'meta': meta, 'result': result, 'memory': memory}, indent=1))
   print(f'\nwrote {OUT}')
   if args.delete:
     os.remove(path)
