@@ -12,16 +12,18 @@ on ``(split_name, client_id)``, each client's rows together, as TFF wrote its fi
 cohort packs for the EMNIST CNN and can be compared with the round that consumes it. The file is
 written under ``--dir`` (default: the system temp dir), never in the repository.
 
-Measured, in a fresh process (so peak memory is the reader's alone):
+Measured, each part in a fresh process (so peak memory is that part's alone):
 
 * load: ``load_and_parse_sql_client_data`` of the split (ids and sizes only), seconds and RSS;
 * random client reads, one client at a time (``dataset_for_client``) and a cohort of 1,000 at
   once (``datasets_for_clients``: one query, one vectorized decode), clients/s;
-* packing a cohort of 1,000 as the training loop does (``simulation.pack_round``: read, map to the
-  CNN's input, shuffle, batch 20, pack), examples/s, with the per-example decoder as the baseline;
-* the EMNIST CNN's FedAvg round on clients of the same file (CPU default runtime), examples/s;
-* peak RSS above the loaded baseline while sampling 100 cohorts (of 100, then of 1,000 clients)
-  and packing each: memory that follows the cohort, not the population.
+* packing a cohort of 1,000 (read, map to the CNN's input, shuffle, batch 20) as ``next`` packs a
+  list of client datasets (step-group blocks of the default runtime) and as
+  ``simulation.pack_round`` does (every client padded to the longest), examples/s and MB, with the
+  per-example decoder as the baseline;
+* the EMNIST CNN's FedAvg round on clients of the same file (default runtime), examples/s;
+* peak RSS above the loaded baseline while sampling ``--memory-cohorts`` cohorts (of 100, then of
+  1,000 clients) and packing each, both ways: memory that follows the cohort, not the population.
 
 Prints a markdown table and writes ``benchmarks/results/data_scale.json``.
 """
