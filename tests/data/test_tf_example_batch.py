@@ -13,10 +13,14 @@ from fedjax_like.data.sources import tf_example_batch as batch
 from fedjax_like.data.sources.tf_example import FixedLenFeature as F
 
 
-@pytest.fixture(autouse=True)
-def vectorize_every_batch(monkeypatch):
-  """Small batches normally go to the per-example decoder; here the walk decodes them all."""
+@pytest.fixture(autouse=True, params=['layout', 'walk'])
+def vectorize_every_batch(request, monkeypatch):
+  """Small batches normally go to the per-example decoder; here they are vectorized, through the
+  same-layout stage and the walk ('layout'), or the walk alone ('walk')."""
   monkeypatch.setattr(batch, 'SMALL_BATCH', 0)
+  if request.param == 'walk':
+    monkeypatch.setattr(batch.tf_example_layout, 'decode_same_layout', lambda *a: None)
+  return request.param
 
 
 def _outcome(fn, blobs, spec, where):
@@ -175,7 +179,7 @@ def test_randomly_damaged_records_agree():
   rng = np.random.default_rng(3)
   records = _stackoverflow(rng, 40) + _emnist(rng, 10)
   spec_for = lambda i: STACKOVERFLOW if i < 40 else EMNIST  # noqa: E731
-  for trial in range(150):
+  for trial in range(100):
     i = int(rng.integers(0, len(records)))
     blob = bytearray(records[i])
     how = trial % 3
@@ -212,6 +216,7 @@ def test_tf_encoding_takes_the_fast_path(monkeypatch):
 
 def test_small_batches_use_the_per_example_decoder(monkeypatch):
   monkeypatch.setattr(batch, 'SMALL_BATCH', 10)
+  monkeypatch.setattr(batch.tf_example_layout, 'decode_same_layout', lambda *a: None)
   calls = []
   reference = tf_example.parse_examples
   monkeypatch.setattr(batch.tf_example, 'parse_examples',
@@ -220,3 +225,35 @@ def test_small_batches_use_the_per_example_decoder(monkeypatch):
   batch.parse_examples(_emnist(rng, 9), EMNIST)
   batch.parse_examples(_emnist(rng, 10), EMNIST)
   assert calls == [9]
+
+
+def test_same_layout_stage_takes_tf_records_and_leaves_the_rest(vectorize_every_batch):
+  if vectorize_every_batch != 'layout':
+    pytest.skip('the same-layout stage only')
+  spec = {'label': F((), 'int64'), 'pixels': F((28, 28), 'float32')}
+
+  def record(label, extra, note=b'n'):
+    return encode_example({'label': ('int64', [label]), 'extra': ('int64', extra),
+                           'note': ('bytes', [note]), 'pixels': ('float', [label / 7] * 784)})
+
+  records = [record(i, [300]) for i in range(4)]
+  # Same length, other layout bytes (a renamed feature); same length and layout bytes, but the
+  # packed run holds two varints instead of one; another length (a 10-byte label).
+  other_key = records[1].replace(b'note', b'notf')
+  two_varints = record(5, [1, 1])
+  long_label = record(-1, [300])
+  assert len(other_key) == len(two_varints) == len(records[0]) != len(long_label)
+  blobs = records + [other_key, two_varints, long_label] + records
+  got = assert_same(blobs, spec)
+  assert got['label'].tolist() == [0, 1, 2, 3, 1, 5, -1, 0, 1, 2, 3]
+  starts = np.cumsum([0] + [len(b) for b in blobs[:-1]])
+  decoded, _ = batch.tf_example_layout.decode_same_layout(blobs, b''.join(blobs), starts, spec)
+  assert decoded.tolist() == [True] * 4 + [False] * 3 + [True] * 4
+  damaged = bytearray(records[0])
+  at = damaged.index(b'label') + 11
+  assert damaged[at] == 0  # The label's one-byte varint: with its top bit set it has no end.
+  damaged[at] |= 0x80
+  assert batch.tf_example_layout.decode_same_layout(
+      [bytes(damaged)] + records, b''.join([bytes(damaged)] + records),
+      np.cumsum([0] + [len(records[0])] * 4), spec) is None
+  assert_same([bytes(damaged)] + records, spec)

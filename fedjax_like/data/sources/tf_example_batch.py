@@ -1,20 +1,22 @@
 """Vectorized ``tf.train.Example`` decoding: many records at once, with NumPy.
 
 :func:`parse_examples` has the contract of :func:`.tf_example.parse_examples` (the same spec, the
-same arrays, the same errors) and gives bit-identical results, but parses the protobuf wire format
-of all records together: each level of the message tree (``Example``, ``Features``, map entries,
-``Feature``, the value lists) is one loop over *field positions* whose body is NumPy over every
-record, so the Python work grows with the number of fields in a message, not with the number of
-records. Values are then gathered per feature: float lists as a byte copy per record, packed
-int64 lists by a vectorized varint decode, bytes lists as ``bytes`` objects.
+same arrays, the same errors) and gives bit-identical results. Records that share the first
+record's byte layout are decoded as one 2-D array (:mod:`.tf_example_layout`: EMNIST- or
+CIFAR-like files, where only the values differ). The others are walked together: each level of
+the message tree (``Example``, ``Features``, map entries, ``Feature``, the value lists) is one
+loop over *field positions* whose body is NumPy over every record, so the Python work grows with
+the number of fields in a message, not with the number of records. Values are then gathered per
+feature: float lists as byte copies, packed int64 lists by a vectorized varint decode, bytes lists
+as ``bytes`` objects.
 
-The fast path takes the encoding TensorFlow writes (packed numeric lists, one map entry per key,
-one list per feature). A record that is encoded any other legal way (unpacked values, a key seen
+The walk takes the encoding TensorFlow writes (packed numeric lists, one map entry per key, one
+list per feature). A record that is encoded any other legal way (unpacked values, a key seen
 twice, several lists in one feature, a non-ASCII feature name), that does not fit the spec, or that
 is malformed anywhere the per-example decoder looks, is decoded by the per-example decoder instead,
-so it gets that decoder's values or its error, naming the record. Batches of fewer than
-:data:`SMALL_BATCH` records go to the per-example decoder whole (the walk's fixed cost is a few
-hundred NumPy calls).
+so it gets that decoder's values or its error, naming the record. Fewer than :data:`SMALL_BATCH`
+records left after the layout stage go to the per-example decoder whole (the walk's fixed cost is
+a few hundred NumPy calls).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from fedjax_like.data.sources import tf_example
+from fedjax_like.data.sources import tf_example, tf_example_layout
 from fedjax_like.data.sources.tf_example import FixedLenFeature
 
 # Fewer records than this are decoded one by one (same results; less fixed cost).
@@ -187,16 +189,45 @@ def parse_examples(
 ) -> dict[str, np.ndarray]:
   """Decodes serialized Examples under a fixed-length spec, all records at once.
 
+  Records that share the first record's byte layout are decoded as one 2-D array
+  (:mod:`.tf_example_layout`); the others are walked together, or decoded one by one when fewer
+  than :data:`SMALL_BATCH`.
+
   Args, returns and raises: as :func:`.tf_example.parse_examples` (whose results this matches
   bit for bit).
   """
   tf_example._check_spec(spec)
   n = len(serialized)
-  if n == 0 or n < SMALL_BATCH:  # The walk's fixed cost (some hundred NumPy calls) dominates.
-    return tf_example.parse_examples(serialized, spec, where)
+  if n == 0:
+    return tf_example.parse_examples([], spec)
   blobs = [bytes(s) for s in serialized]
   lengths = np.fromiter(map(len, blobs), dtype=np.int64, count=n)
   joined = b''.join([*blobs, bytes(_PAD)])  # One copy; the padding keeps varint windows inside.
+  starts = np.cumsum(lengths) - lengths
+  same = tf_example_layout.decode_same_layout(blobs, joined, starts, spec)
+  if same is not None and same[0].all():
+    return same[1]
+  rest = np.flatnonzero(~same[0]) if same is not None else np.arange(n)
+  label = where if where is not None else (lambda i: f'example {i}')
+  place = lambda j: label(int(rest[j]))  # noqa: E731
+  part = [blobs[i] for i in rest.tolist()]
+  if len(rest) < SMALL_BATCH:
+    decoded = tf_example.parse_examples(part, spec, place)
+  else:
+    decoded = _walk_decode(part, spec, place)
+  if same is None:
+    return decoded
+  out = same[1]
+  for name in spec:
+    out[name][rest] = decoded[name]
+  return out
+
+
+def _walk_decode(blobs: list[bytes], spec, where) -> dict[str, np.ndarray]:
+  """The wire-format walk over all ``blobs`` (``where`` names each in errors)."""
+  n = len(blobs)
+  lengths = np.fromiter(map(len, blobs), dtype=np.int64, count=n)
+  joined = b''.join([*blobs, bytes(_PAD)])
   buf = np.frombuffer(joined, dtype=np.uint8)
   starts = np.cumsum(lengths) - lengths
   bad = np.zeros(n, dtype=bool)
@@ -256,10 +287,8 @@ def parse_examples(
   for name, feature in spec.items():
     out[name] = _gather(buf, joined, name, feature, n, entry_record, key_a, key_b, kind, items,
                         bad)
-  slow = np.flatnonzero(bad)
-  for i in slow.tolist():
-    label = (lambda _, i=i: where(i)) if where is not None else (lambda _, i=i: f'example {i}')
-    row = tf_example.parse_examples([blobs[i]], spec, where=label)
+  for i in np.flatnonzero(bad).tolist():
+    row = tf_example.parse_examples([blobs[i]], spec, where=lambda _, i=i: where(i))
     for name in spec:
       out[name][i] = row[name][0]
   return out
