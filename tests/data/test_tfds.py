@@ -228,3 +228,27 @@ def test_incomplete_files_are_an_error(tmp_path):
   info = tfds.builder('fl_test_digits', data_dir=data_dir).info
   with pytest.raises(ValueError, match='hold 3 records but the dataset info counts 5'):
     fl_tfds.to_arrays(_ShortSource(info))
+
+
+def test_preparing_that_needs_tensorflow_says_how_to_prepare_elsewhere(tmp_path, monkeypatch):
+  def needs_tensorflow(*args, **kwargs):
+    raise ModuleNotFoundError("No module named 'tensorflow'", name='tensorflow')
+
+  monkeypatch.setattr(tfds, 'data_source', needs_tensorflow)
+  with pytest.raises(ImportError, match="Preparing 'fl_test_digits' needs TensorFlow"):
+    fl.data.tfds.load('fl_test_digits', data_dir=str(tmp_path / 'empty'))
+  with pytest.raises(ValueError, match="file_format must be 'array_record' or 'parquet'"):
+    fl.data.tfds.load('fl_test_digits', data_dir=str(tmp_path / 'empty'), file_format='tfrecord')
+
+
+def test_tfrecord_only_data_is_refused_with_the_way_out(monkeypatch):
+  class Prepared:
+    data_dir = '/data/mnist/3.0.1'
+    info = type('Info', (), {'file_format': tfds.core.FileFormat.TFRECORD})()
+
+    def is_prepared(self):
+      return True
+
+  monkeypatch.setattr(tfds, 'builder', lambda *a, **k: Prepared())
+  with pytest.raises(ValueError, match="as tfrecord, which has no random access.*array_record"):
+    fl.data.tfds.load('mnist')

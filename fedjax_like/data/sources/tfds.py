@@ -124,8 +124,9 @@ def data_source(
         download_and_prepare_kwargs=dict(download_and_prepare_kwargs or {}) or None,
     )
   except ModuleNotFoundError as e:
-    if (e.name or '').split('.')[0] != 'tensorflow':
-      raise
+    missing = (e.name or '').split('.')[0]
+    if missing != 'tensorflow' and "No module named 'tensorflow'" not in str(e):
+      raise  # (tfds re-raises with context, which can drop the name; its message keeps it.)
     raise ImportError(
         f'Preparing {name!r} needs TensorFlow (tfds encodes its examples with tf). Prepare it '
         "once where TensorFlow is installed, with tfds.builder(name, file_format='array_record')"
