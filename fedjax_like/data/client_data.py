@@ -19,6 +19,7 @@ from fedjax_like.data.dataset import Dataset
 
 PyTree = Any
 _Loader = Callable[[str], PyTree]
+_ManyLoader = Callable[[Sequence[str]], Sequence[PyTree]]
 
 
 class ClientData:
@@ -30,6 +31,8 @@ class ClientData:
     transforms: Dataset -> Dataset functions applied, in order, to every client's dataset.
     sizes: optional ``{client_id: num_examples}`` known without loading (for sampling and
       bucketing by size); computed by loading when absent.
+    load_many: optional ``client_ids -> [pytree per client]``, reading several clients at once
+      (one query for a cohort); ``load`` per client is used when absent.
   """
 
   def __init__(
@@ -38,6 +41,7 @@ class ClientData:
       load: _Loader,
       transforms: Sequence[Callable[[Dataset], Dataset]] = (),
       sizes: Mapping[str, int] | None = None,
+      load_many: _ManyLoader | None = None,
   ):
     self._client_ids = [str(c) for c in client_ids]
     if len(set(self._client_ids)) != len(self._client_ids):
@@ -46,6 +50,7 @@ class ClientData:
     self._load = load
     self._transforms = tuple(transforms)
     self._sizes = dict(sizes) if sizes is not None else None
+    self._load_many = load_many
 
   # Construction ---------------------------------------------------------------------------------
 
@@ -60,10 +65,15 @@ class ClientData:
 
   @classmethod
   def from_loader(
-      cls, client_ids: Sequence[str], load: _Loader, sizes: Mapping[str, int] | None = None
+      cls,
+      client_ids: Sequence[str],
+      load: _Loader,
+      sizes: Mapping[str, int] | None = None,
+      load_many: _ManyLoader | None = None,
   ) -> ClientData:
-    """Lazily, from a function that reads one client's arrays (e.g. from an HDF5 file)."""
-    return cls(client_ids, load, sizes=sizes)
+    """Lazily, from a function that reads one client's arrays (e.g. from an HDF5 file), and
+    optionally one that reads several at once."""
+    return cls(client_ids, load, sizes=sizes, load_many=load_many)
 
   # TFF-style API --------------------------------------------------------------------------------
 
@@ -77,25 +87,42 @@ class ClientData:
   def __repr__(self) -> str:
     return f'ClientData(num_clients={len(self)})'
 
-  def dataset_for_client(self, client_id: str) -> Dataset:
-    """The (preprocessed) dataset of one client."""
+  def _check_id(self, client_id: str) -> str:
     client_id = str(client_id)
     if client_id not in self._index:
       raise KeyError(
           f'Unknown client_id {client_id!r}; pick one of ClientData.client_ids '
           f'(there are {len(self)}, e.g. {self._client_ids[:3]}).'
       )
-    dataset = Dataset(self._load(client_id), client_id=client_id)
+    return client_id
+
+  def _finish(self, client_id: str, elements: PyTree) -> Dataset:
+    dataset = Dataset(elements, client_id=client_id)
     for transform in self._transforms:
       dataset = transform(dataset)
     return dataset
+
+  def dataset_for_client(self, client_id: str) -> Dataset:
+    """The (preprocessed) dataset of one client."""
+    client_id = self._check_id(client_id)
+    return self._finish(client_id, self._load(client_id))
+
+  def datasets_for_clients(self, client_ids: Sequence[str]) -> list[Dataset]:
+    """The (preprocessed) datasets of several clients (a cohort), read together when the source
+    can (one query for a file-backed source); the same datasets as ``dataset_for_client``."""
+    ids = [self._check_id(c) for c in client_ids]
+    if self._load_many is None:
+      return [self.dataset_for_client(c) for c in ids]
+    return [self._finish(c, e) for c, e in zip(ids, self._load_many(ids), strict=True)]
 
   # The name TFF programs use, so ported code runs unchanged.
   create_tf_dataset_for_client = dataset_for_client
 
   def preprocess(self, fn: Callable[[Dataset], Dataset]) -> ClientData:
     """A new ClientData whose datasets are ``fn(dataset)``, applied lazily per client."""
-    return ClientData(self._client_ids, self._load, self._transforms + (fn,), self._sizes)
+    return ClientData(
+        self._client_ids, self._load, self._transforms + (fn,), self._sizes, self._load_many
+    )
 
   def client_sizes(self) -> dict[str, int]:
     """``{client_id: num_examples}`` of the raw (unpreprocessed) data."""
@@ -114,7 +141,7 @@ class ClientData:
     if missing:
       raise KeyError(f'subset(): unknown client ids {missing[:5]}.')
     sizes = None if self._sizes is None else {c: self._sizes[str(c)] for c in client_ids}
-    return ClientData(client_ids, self._load, self._transforms, sizes)
+    return ClientData(client_ids, self._load, self._transforms, sizes, self._load_many)
 
   def create_dataset_from_all_clients(self) -> Dataset:
     """All clients' examples concatenated, in ``client_ids`` order (for centralized baselines)."""

@@ -115,6 +115,6 @@ def pack_round(
     preprocess: Callable[[Dataset, int], BatchedDataset],
 ) -> PackedCohort:
   """The cohort of ``round_num`` packed as ``[clients, step_bucket(longest), batch, ...]``."""
-  datasets = [preprocess(client_data.dataset_for_client(c), round_num) for c in client_ids]
+  datasets = [preprocess(d, round_num) for d in client_data.datasets_for_clients(client_ids)]
   longest = max(d.num_batches for d in datasets)
   return pack_cohort(datasets, num_steps=step_bucket(longest))

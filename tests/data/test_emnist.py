@@ -23,7 +23,13 @@ import numpy as np
 import pytest
 from tff_files import encode_example, write_sql_client_data
 
-from fedjax_like.data.sources import DatasetNotFoundError, download, emnist, handles, tf_example
+from fedjax_like.data.sources import (
+  DatasetNotFoundError,
+  download,
+  emnist,
+  handles,
+  tf_example_batch,
+)
 
 # Small stand-ins for the real populations. Ids sort differently from insertion order, and
 # 'F0001_00' < 'f0000_14' in code-point order (TFF sorts with Python's sorted()).
@@ -248,13 +254,15 @@ def test_leftover_partial_files_are_ignored(tmp_path, sqlite_bytes):
 def test_loading_is_lazy(tmp_path, data, monkeypatch):
   write_tff_sqlite(tmp_path / 'emnist_all.sqlite', data)
   calls = []
-  parse = tf_example.parse_example
-  monkeypatch.setattr(tf_example, 'parse_example', lambda b: calls.append(1) or parse(b))
+  parse = tf_example_batch.parse_examples
+  monkeypatch.setattr(
+      tf_example_batch, 'parse_examples', lambda b, *a: calls.append(len(b)) or parse(b, *a)
+  )
   train, test = emnist.load_data(cache_dir=tmp_path, download=False)
   assert train.client_sizes()['f0100_07'] == 45 and len(test) == 3
   assert not calls  # Ids and sizes come from client_metadata; nothing decoded yet.
   train.dataset_for_client('f0000_14')
-  assert len(calls) == 7
+  assert calls == [7]
 
 
 def test_one_connection_per_file_shared_by_splits_and_threads(tmp_path, data, monkeypatch):

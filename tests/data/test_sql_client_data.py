@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 from tff_files import encode_example, write_sql_client_data
 
-from fedjax_like.data.sources import CorruptDatasetError, handles, sql_client_data, tf_example
+from fedjax_like.data.sources import (
+    CorruptDatasetError,
+    handles,
+    sql_client_data,
+    tf_example_batch,
+)
 from fedjax_like.data.sources.tf_example import FixedLenFeature
 
 SPEC = {'n': FixedLenFeature((), 'int64'), 'text': FixedLenFeature((), 'string')}
@@ -60,15 +65,41 @@ def test_no_split_serves_every_row_of_a_client(db):
 
 def test_reads_are_lazy_and_share_one_connection(db, monkeypatch):
   calls, connects = [], []
-  parse, connect = tf_example.parse_example, sqlite3.connect
-  monkeypatch.setattr(tf_example, 'parse_example', lambda b: calls.append(1) or parse(b))
+  parse, connect = tf_example_batch.parse_examples, sqlite3.connect
+  monkeypatch.setattr(
+      tf_example_batch, 'parse_examples', lambda b, *a: calls.append(len(b)) or parse(b, *a)
+  )
   monkeypatch.setattr(sqlite3, 'connect', lambda *a, **k: connects.append(1) or connect(*a, **k))
   train = sql_client_data.load_and_parse_sql_client_data(db, SPEC, 'train')
   test = sql_client_data.load_and_parse_sql_client_data(db, SPEC, 'test')
   assert not calls and len(connects) == 1
   train.dataset_for_client('B')
   test.dataset_for_client('10')
-  assert len(calls) == 4 and len(connects) == 1
+  assert sum(calls) == 4 and len(connects) == 1
+
+
+@pytest.mark.parametrize('split', ['train', None])
+def test_a_cohort_is_read_in_one_query_and_matches_per_client_reads(db, split, monkeypatch):
+  data = sql_client_data.load_and_parse_sql_client_data(db, SPEC, split)
+  cohort = ['a', '10', 'B', '2']
+  expected = [data.dataset_for_client(c) for c in cohort]
+  reader = handles.open_shared(sql_client_data.SqlReader, db)
+  queries = []
+  query = reader._query
+  monkeypatch.setattr(reader, '_query', lambda *a: queries.append(a[0]) or query(*a))
+  got = data.datasets_for_clients(cohort)
+  assert len(queries) == 1  # Through the index, or by row ids where the file has none.
+  assert [d.client_id for d in got] == cohort
+  for want, have in zip(expected, got, strict=True):
+    np.testing.assert_array_equal(have.elements['n'], want.elements['n'])
+    assert have.elements['text'].tolist() == want.elements['text'].tolist()
+  monkeypatch.setattr(reader, '_json', False)  # SQLite without JSON functions: bound ids.
+  again = data.datasets_for_clients(cohort)
+  assert [d.elements['text'].tolist() for d in again] == [
+      d.elements['text'].tolist() for d in expected
+  ]
+  prep = data.preprocess(lambda ds: ds.take(1))
+  assert [len(d) for d in prep.datasets_for_clients(['10', 'a'])] == [1, 1]
 
 
 def test_client_data_pickles_and_reopens(db):
@@ -95,6 +126,9 @@ def test_row_that_does_not_fit_the_spec_names_file_client_and_example(db):
   train = sql_client_data.load_and_parse_sql_client_data(db, SPEC, 'train')
   with pytest.raises(CorruptDatasetError, match="'text' should hold 1 bytes") as info:
     train.dataset_for_client('10')
+  assert f"{db}, split 'train', client '10', example 3" in str(info.value)
+  with pytest.raises(CorruptDatasetError, match="'text' should hold 1 bytes") as info:
+    train.datasets_for_clients(['a', '2', '10', 'B'])
   assert f"{db}, split 'train', client '10', example 3" in str(info.value)
 
 

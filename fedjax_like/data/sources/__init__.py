@@ -6,6 +6,8 @@ finds its files in a local cache, downloads them on first use when allowed, and 
 ``tf.train.Example`` decoder), :mod:`.sql_client_data` (TFF's SQLite layout),
 :mod:`.hdf5_client_data` (TFF's older HDF5 layout), :mod:`.handles` (one open handle per file) and :mod:`.download`
 (resumable, verified, atomic downloads and the offline error).
+:mod:`.tfds` turns any tensorflow-datasets dataset into clients through a partitioner (no
+TensorFlow needed).
 """
 
 

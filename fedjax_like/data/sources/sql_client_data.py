@@ -16,24 +16,33 @@ in the order SQLite returns them (through the index: insertion order).
 
 Reading is lazy: opening a split reads only ``client_metadata`` (ids and sizes stay in memory, not
 examples); a client's rows are fetched and decoded when its dataset is asked for, through the
-index. A file without that index is scanned once per split to map each client to its row ids.
-One read-only connection per file is shared by every split and thread (:mod:`.handles`).
+index. A cohort is read in one query (``ClientData.datasets_for_clients``: ``client_id IN`` the
+cohort's ids) and its rows decoded together (:mod:`.tf_example_batch`). A file without that index
+is scanned once per split to map each client to its row ids. One read-only connection per file is
+shared by every split and thread (:mod:`.handles`).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import sqlite3
 import threading
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
 from fedjax_like.data.client_data import ClientData
-from fedjax_like.data.sources import CorruptDatasetError, download, handles, tf_example
+from fedjax_like.data.sources import (
+  CorruptDatasetError,
+  download,
+  handles,
+  tf_example,
+  tf_example_batch,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -117,6 +126,11 @@ class SqlReader:
           True: _has_client_index(self._conn, True),
           False: _has_client_index(self._conn, False),
       }
+      try:  # JSON functions (SQLite >= 3.38, or built with JSON1) pass a cohort's ids at once.
+        self._conn.execute("SELECT value FROM json_each('[1]')").fetchall()
+        self._json = True
+      except sqlite3.OperationalError:
+        self._json = False
     except sqlite3.DatabaseError as e:
       self._conn.close()
       raise CorruptDatasetError(f'{path} is a damaged SQLite database ({e}); delete it.') from e
@@ -185,11 +199,48 @@ class SqlReader:
         sql = 'SELECT serialized_example_proto FROM examples WHERE client_id = ? and split_name = ?'
         args = (client_id, split)
       return [bytes(r[0]) for r in self._query(sql, args)]
-    rows = []
-    query = 'SELECT serialized_example_proto FROM examples WHERE rowid = ?'
-    for rowid in self._rowid_index(split).get(client_id, []):
-      rows += self._query(query, (rowid,))
-    return [bytes(r[0]) for r in rows]
+    return self.serialized_examples_of(split, [client_id])[0]
+
+  def _select_in(self, select: str, where: str, args: tuple, values: Sequence) -> list[tuple]:
+    """``SELECT ... WHERE <where>column IN values``: the values as one JSON parameter (as bound
+    parameters, 500 a query, where SQLite lacks JSON functions)."""
+    rows: list[tuple] = []
+    step = 50_000 if self._json else 500
+    for start in range(0, len(values), step):
+      chunk = list(values[start : start + step])
+      if self._json:
+        ids, params = '(SELECT value FROM json_each(?))', (json.dumps(chunk),)
+      else:
+        ids, params = f'({", ".join("?" * len(chunk))})', tuple(chunk)
+      rows += self._query(f'{select} WHERE {where} IN {ids}', args + params)
+    return rows
+
+  def serialized_examples_of(
+      self, split: str | None, client_ids: Sequence[str]
+  ) -> list[list[bytes]]:
+    """The rows of several clients, each in TFF's order, read in one query (through the index,
+    or by row ids where the file has none)."""
+    grouped: list[list[bytes]] = [[] for _ in client_ids]
+    if self._indexed[split is not None]:
+      position = {c: i for i, c in enumerate(client_ids)}
+      where, args = ('split_name = ? AND client_id', (split,)) if split is not None else (
+          'client_id', ())
+      select = 'SELECT client_id, serialized_example_proto FROM examples'
+      for client, blob in self._select_in(select, where, args, client_ids):
+        grouped[position[str(client)]].append(bytes(blob))  # In index (insertion) order.
+      return grouped
+    index = self._rowid_index(split)
+    wanted = [index.get(c, []) for c in client_ids]
+    select = 'SELECT rowid, serialized_example_proto FROM examples'
+    blobs = dict(self._select_in(select, 'rowid', (), [r for ids in wanted for r in ids]))
+    return [[bytes(blobs[r]) for r in ids] for ids in wanted]
+
+  def _decode(self, blobs, spec, postprocess, where) -> dict[str, np.ndarray]:
+    try:
+      arrays = tf_example_batch.parse_examples(blobs, spec, where)
+    except (tf_example.ProtoDecodeError, tf_example.FeatureSpecError) as e:
+      raise CorruptDatasetError(str(e)) from e
+    return postprocess(arrays) if postprocess is not None else arrays
 
   def load(
       self,
@@ -206,11 +257,37 @@ class SqlReader:
     """
     blobs = self.serialized_examples(split, client_id)
     where = lambda i: f'{self.path}, split {split!r}, client {client_id!r}, example {i}'
-    try:
-      arrays = tf_example.parse_examples(blobs, spec, where)
-    except (tf_example.ProtoDecodeError, tf_example.FeatureSpecError) as e:
-      raise CorruptDatasetError(str(e)) from e
-    return postprocess(arrays) if postprocess is not None else arrays
+    return self._decode(blobs, spec, postprocess, where)
+
+  def load_many(
+      self,
+      split: str | None,
+      spec: Mapping[str, tf_example.FixedLenFeature],
+      postprocess: _Postprocess | None,
+      client_ids: Sequence[str],
+  ) -> list[dict[str, np.ndarray]]:
+    """Several clients' examples, as :meth:`load` gives each: one query, one decode of all rows.
+
+    Raises:
+      CorruptDatasetError: as :meth:`load`, naming the client and its example.
+    """
+    per_client = self.serialized_examples_of(split, client_ids)
+    counts = np.fromiter(map(len, per_client), dtype=np.int64, count=len(per_client))
+    offsets = np.concatenate(([0], np.cumsum(counts)))
+    blobs = [blob for rows in per_client for blob in rows]
+
+    def where(i: int) -> str:
+      c = int(np.searchsorted(offsets, i, side='right')) - 1
+      return (
+          f'{self.path}, split {split!r}, client {client_ids[c]!r}, example {i - offsets[c]}'
+      )
+
+    arrays = self._decode(blobs, spec, None, where)
+    out = []
+    for c in range(len(client_ids)):
+      part = {k: v[offsets[c] : offsets[c + 1]] for k, v in arrays.items()}
+      out.append(postprocess(part) if postprocess is not None else part)
+    return out
 
   def client_data(
       self,
@@ -225,7 +302,8 @@ class SqlReader:
     """
     client_ids, sizes = self.clients(split)
     load = functools.partial(self.load, split, dict(spec), postprocess)
-    return ClientData.from_loader(client_ids, load, sizes=sizes)
+    load_many = functools.partial(self.load_many, split, dict(spec), postprocess)
+    return ClientData.from_loader(client_ids, load, sizes=sizes, load_many=load_many)
 
 
 def check_client_counts(path: str, expected: Mapping[str, int]) -> None:
