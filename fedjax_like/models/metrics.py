@@ -165,7 +165,7 @@ def recall_at_k(k: int = 5) -> Callable[..., Metric]:
 
   def fn(logits: Array, y: Array) -> Metric:
     probabilities = jax.nn.sigmoid(logits)
-    _, top = jax.lax.top_k(probabilities, k)
+    _, top = jax.lax.top_k(probabilities, min(k, probabilities.shape[-1]))  # k > L: all.
     predicted = jnp.sum(jax.nn.one_hot(top, probabilities.shape[-1], dtype=jnp.float32), axis=-2)
     positive = (y != 0).astype(jnp.float32)
     return Metric(_per_example(predicted * positive), _per_example(positive))
