@@ -50,8 +50,9 @@ def test_group_norm_with_two_groups():
 
 def test_l2_penalty_covers_kernels_and_the_head_only():
   model = ResNet(num_classes=3, stage_sizes=(1, 1), initial_filters=4)
-  params = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))['params']
-  params = jax.tree.map(lambda p: p + 0.5, params)  # Non-zero group-norm offsets and head bias.
+  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 8, 8, 3)))['params']
+  rng = np.random.default_rng(0)  # Every parameter non-zero, group-norm offsets included.
+  params = jax.tree.map(lambda s: rng.normal(size=s.shape).astype(np.float32), shapes)
   expected = 0.0
   for layer, leaves in params.items():
     for name, value in leaves.items():

@@ -31,13 +31,13 @@ def test_architecture_and_parameter_count():
 def test_task_metrics_mask_padding():
   model = zoo.shakespeare_char_lstm(sequence_length=6)
   assert set(model.metric_fns) == {'num_tokens', 'accuracy'}
-  weights = model.init_fn(jax.random.key(0))
+  weights = jax.jit(model.init_fn)(jax.random.key(0))
   x = jnp.array([[88, 5, 6, 89, 0, 0], [88, 7, 8, 9, 10, 11]])
   y = jnp.array([[5, 6, 89, 0, 0, 0], [7, 8, 9, 10, 11, 12]])
-  sums = model.eval_sums(weights, (x, y), jnp.array([True, True]))
+  sums = jax.jit(model.eval_sums)(weights, (x, y), jnp.array([True, True]))
   out = model.finalize_metrics(sums)
   assert int(out['num_tokens']) == 3 + 6
-  logits = np.asarray(model.apply_fn(weights, x, None, False))
+  logits = np.asarray(jax.jit(model.apply_fn, static_argnums=(2, 3))(weights, x, None, False))
   correct = ((logits.argmax(-1) == np.asarray(y)) & (np.asarray(y) != 0)).sum()
   np.testing.assert_allclose(out['accuracy'], correct / 9, rtol=1e-6)
   with pytest.raises(ValueError, match='sequence_length'):

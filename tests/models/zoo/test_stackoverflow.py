@@ -32,12 +32,13 @@ def test_special_tokens_and_masked_accuracies():
   assert stackoverflow.special_tokens(10, 2) == (0, [11, 12], 13, 14)
   model = zoo.stackoverflow_word_lstm(vocab_size=10, num_out_of_vocab_buckets=2,
                                       sequence_length=5, embedding_size=4, lstm_size=3)
-  weights = model.init_fn(jax.random.key(0))
+  weights = jax.jit(model.init_fn)(jax.random.key(0))
   # Targets: words, an oov (11 and 12), eos (14) and padding.
   x = jnp.array([[13, 3, 11, 4, 14], [13, 12, 5, 14, 0]])
   y = jnp.array([[3, 11, 4, 14, 0], [12, 5, 14, 0, 0]])
-  out = model.finalize_metrics(model.eval_sums(weights, (x, y), jnp.array([True, True])))
-  predicted = np.asarray(model.apply_fn(weights, x, None, False)).argmax(-1)
+  out = model.finalize_metrics(jax.jit(model.eval_sums)(weights, (x, y), jnp.array([True, True])))
+  apply = jax.jit(model.apply_fn, static_argnums=(2, 3))
+  predicted = np.asarray(apply(weights, x, None, False)).argmax(-1)
   y = np.asarray(y)
 
   def accuracy(excluded):
