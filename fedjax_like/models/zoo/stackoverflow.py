@@ -44,6 +44,9 @@ class SpecialTokens(NamedTuple):
   beginning_of_sentence: int
   end_of_sentence: int
 
+  def get_number_of_special_tokens(self) -> int:
+    return 3 + len(self.out_of_vocab)
+
 
 def special_tokens(vocab_size: int, num_out_of_vocab_buckets: int = 1) -> SpecialTokens:
   """Pad 0, oov ``V+1..V+B``, bos ``V+B+1``, eos ``V+B+2`` (TFF's ``get_special_tokens``)."""
