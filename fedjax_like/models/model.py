@@ -142,8 +142,10 @@ class Model:
 
   Attributes:
     init_fn: ``rng -> ModelWeights``.
-    apply_fn: ``(weights: ModelWeights, x[batch, ...], rng | None, train: bool) -> outputs[batch, ...]``.
-    loss_fn: ``(outputs, y) -> per-example loss [batch]`` or ``Metric(total[batch], weight[batch])``.
+    apply_fn: ``(weights: ModelWeights, x[batch, ...], rng | None, train: bool) ->
+      outputs[batch, ...]``.
+    loss_fn: ``(outputs, y) -> per-example loss [batch]`` or
+      ``Metric(total[batch], weight[batch])``.
     metric_fns: ``{name: (outputs, y) -> [batch] | Metric}`` (see the module docstring). ``loss``
       and ``num_examples`` are always reported.
     input_spec: one example's ``(x, y)`` as ``jax.ShapeDtypeStruct`` (no batch axis).

@@ -1,5 +1,6 @@
-"""TFF's CIFAR-100 preprocessing (simulation/baselines/cifar100/image_classification_preprocessing.py):
-crops, flips and per-image standardization against NumPy re-derivations and TF's documented values."""
+"""TFF's CIFAR-100 preprocessing (simulation/baselines/cifar100/
+image_classification_preprocessing.py): crops, flips and per-image standardization against NumPy
+re-derivations and TF's documented values."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Keras's LSTM layer as a ``flax.linen`` module: Keras's weight layout, gate order and initializers.
+"""Keras's LSTM layer as a ``flax.linen`` module: Keras's weight layout, gates and initializers.
 
 TFF's recurrent baselines are Keras ``LSTM(units, return_sequences=True)`` layers. :class:`LSTM`
 computes exactly what Keras's does (``recurrent_activation='sigmoid'``, ``activation='tanh'``)

@@ -90,7 +90,8 @@ def stackoverflow_word_lstm(
     num_out_of_vocab_buckets: ``B``, the oov ids.
     sequence_length: tokens per example (TFF's default 20).
     loss_mask: the positions the loss averages over: ``'inputs'`` (TFF today, Keras's mask of the
-      input), ``'targets'`` or ``'none'`` (see :func:`~fedjax_like.models.metrics.sequence_loss_mask`).
+      input), ``'targets'`` or ``'none'`` (see
+      :func:`~fedjax_like.models.metrics.sequence_loss_mask`).
     embedding_size, lstm_size: the layer sizes (TFF's 96 and 670).
   """
   for name, value in (('vocab_size', vocab_size), ('sequence_length', sequence_length),

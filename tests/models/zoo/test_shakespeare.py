@@ -23,7 +23,8 @@ def test_architecture_and_parameter_count():
   lstm1 = 4 * 256 * (8 + 256 + 1)  # Keras: 4 units (input + units + 1)
   lstm2 = 4 * 256 * (256 + 256 + 1)
   dense = 256 * 90 + 90
-  count = sum(int(np.prod(s)) for s in jax.tree.leaves(params, is_leaf=lambda s: isinstance(s, tuple)))
+  leaves = jax.tree.leaves(params, is_leaf=lambda s: isinstance(s, tuple))
+  count = sum(int(np.prod(s)) for s in leaves)
   assert count == embed + lstm1 + lstm2 + dense == 820_522
   assert model.input_spec[0].shape == (80,) and model.num_outputs == 90
 

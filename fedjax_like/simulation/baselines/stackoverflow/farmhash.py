@@ -123,7 +123,8 @@ def _hash_long(s: bytes) -> int:
     y = (y + v[0] + _fetch64(s, i + 40)) & _MASK
     z = (_rotate((z + w[0]) & _MASK, 33) * _K1) & _MASK
     v = _weak_hash_len32_with_seeds(s, i, (v[1] * _K1) & _MASK, (x + w[0]) & _MASK)
-    w = _weak_hash_len32_with_seeds(s, i + 32, (z + w[1]) & _MASK, (y + _fetch64(s, i + 16)) & _MASK)
+    w = _weak_hash_len32_with_seeds(
+        s, i + 32, (z + w[1]) & _MASK, (y + _fetch64(s, i + 16)) & _MASK)
     z, x = x, z
     i += 64
     if i == end:
@@ -139,7 +140,8 @@ def _hash_long(s: bytes) -> int:
   y = (y + v[0] * 9 + _fetch64(s, i + 40)) & _MASK
   z = (_rotate((z + w[0]) & _MASK, 33) * mul) & _MASK
   v = _weak_hash_len32_with_seeds(s, i, (v[1] * mul) & _MASK, (x + w[0]) & _MASK)
-  w = _weak_hash_len32_with_seeds(s, i + 32, (z + w[1]) & _MASK, (y + _fetch64(s, i + 16)) & _MASK)
+  w = _weak_hash_len32_with_seeds(
+      s, i + 32, (z + w[1]) & _MASK, (y + _fetch64(s, i + 16)) & _MASK)
   z, x = x, z
   return _hash_len16(
       (_hash_len16(v[0], w[0], mul) + _shift_mix(y) * _K0 + z) & _MASK,
