@@ -43,7 +43,11 @@ class CharLSTM(nn.Module):
 
 
 def shakespeare_char_lstm(
-    sequence_length: int = 80, vocab_size: int = VOCAB_LENGTH, loss_mask: str = 'inputs'
+    sequence_length: int = 80,
+    vocab_size: int = VOCAB_LENGTH,
+    loss_mask: str = 'inputs',
+    embedding_size: int = 8,
+    lstm_size: int = 256,
 ) -> Model:
   """TFF's Shakespeare character model with the task's loss and metrics.
 
@@ -53,12 +57,13 @@ def shakespeare_char_lstm(
     loss_mask: the positions the loss averages over (:func:`~fedjax_like.models.metrics.
       sequence_loss_mask`): ``'inputs'`` (TFF today: Keras's mask of the input, ``x != 0``),
       ``'targets'`` (``y != 0``) or ``'none'`` (every position, as Keras before late 2022).
+    embedding_size, lstm_size: the layer sizes (TFF's 8 and 256).
   """
   if sequence_length < 1:
     raise ValueError(f'sequence_length must be a positive integer; got {sequence_length}.')
   token = jax.ShapeDtypeStruct((sequence_length,), jnp.int32)
   return from_linen(
-      CharLSTM(vocab_size),
+      CharLSTM(vocab_size, embedding_size, lstm_size),
       input_spec=(token, token),
       loss_fn=metrics.masked_sequence_cross_entropy(loss_mask, PAD_TOKEN),
       metric_fns={
