@@ -88,8 +88,8 @@ class ModelConfig:
       'auto',
       "'auto': the dataset's model (digits: logistic; emnist: cnn; shakespeare, "
       "stackoverflow_word: TFF's LSTMs; stackoverflow_tag: TFF's logistic regression; cifar100: "
-      "ResNet-18 with group norm). For digits and emnist: 'logistic' (the seed's Dense), 'mlp' (2 x 200 ReLU), 'cnn' "
-      "(Reddi et al. 2020), 'fedavg_cnn' (McMahan et al. 2017).",
+      "ResNet-18 with group norm). For digits and emnist: 'logistic' (the seed's Dense), 'mlp' "
+      "(2 x 200 ReLU), 'cnn' (Reddi et al. 2020), 'fedavg_cnn' (McMahan et al. 2017).",
   )
   loss_mask: Literal['inputs', 'targets', 'none'] = _field(
       'inputs',
