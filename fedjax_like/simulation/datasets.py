@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import zlib
 from collections.abc import Callable
+
 import numpy as np
 
 from fedjax_like.data.client_data import ClientData

@@ -121,7 +121,7 @@ def test_fed_eval_keeps_running_totals_of_metrics_with_their_own_denominator():
   def client(n):
     x = rng.integers(1, 6, size=(n, 4)).astype(np.int32)
     y = rng.integers(1, 6, size=(n, 4)).astype(np.int32)
-    for row, length in zip(y, rng.integers(1, 5, size=n)):
+    for row, length in zip(y, rng.integers(1, 5, size=n), strict=True):
       row[length:] = 0
     return x, y
 

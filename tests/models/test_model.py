@@ -57,7 +57,7 @@ def test_metrics_are_divided_by_their_own_weight_and_padding_is_inert():
   batches = [random_batch(1), random_batch(2)]
   masks = [np.array([True, True, True, False]), np.array([True, False, False, False])]
   total = model.zero_sums()
-  for (x, y), mask in zip(batches, masks):
+  for (x, y), mask in zip(batches, masks, strict=True):
     x, y = x.copy(), y.copy()
     x[~mask], y[~mask] = 1e6, 3  # Garbage in padding rows must change nothing.
     total = jax.tree.map(jnp.add, total, model.eval_sums(w, (x, y), jnp.asarray(mask)))
@@ -65,7 +65,7 @@ def test_metrics_are_divided_by_their_own_weight_and_padding_is_inert():
 
   correct = counted = first = examples = 0
   losses_by_batch = []
-  for (x, y), mask in zip(batches, masks):
+  for (x, y), mask in zip(batches, masks, strict=True):
     x, y = x[mask], y[mask]
     real = y != 0
     correct += np.sum((x.argmax(-1) == y) & real)
@@ -79,7 +79,7 @@ def test_metrics_are_divided_by_their_own_weight_and_padding_is_inert():
   np.testing.assert_allclose(out['first_correct'], first / examples, rtol=1e-6)
   assert out['num_examples'] == examples == 4
   # TFF's reported loss: each batch's token mean, weighted by the batch's examples.
-  expected_loss = sum(n * l for n, l in losses_by_batch) / sum(n for n, _ in losses_by_batch)
+  expected_loss = sum(n * loss for n, loss in losses_by_batch) / sum(n for n, _ in losses_by_batch)
   np.testing.assert_allclose(out['loss'], expected_loss, rtol=1e-5)
   assert jax.tree.structure(total) == jax.tree.structure(model.zero_sums())
   assert isinstance(total['accuracy'], Metric) and total['num_tokens'].weight is None

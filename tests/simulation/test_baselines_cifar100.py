@@ -38,7 +38,7 @@ def test_eval_pipeline_is_a_central_crop_standardized():
   batched = prep.create_preprocess_fn(spec, (24, 24, 3))(data)
   x, y = batched.batches
   assert x.dtype == np.float32 and y.dtype == np.int64 and x.shape[1:] == (2, 24, 24, 3)
-  for i, (gx, gy) in enumerate(zip(x[batched.mask], y[batched.mask])):
+  for i, (gx, gy) in enumerate(zip(x[batched.mask], y[batched.mask], strict=True)):
     crop = data.elements['image'][i, 4:28, 4:28, :]  # (32 - 24) // 2 = 4 on each axis
     np.testing.assert_allclose(gx, standardize(crop), atol=2e-5)
     assert gy == data.elements['label'][i]
@@ -49,7 +49,7 @@ def test_eval_pipeline_is_a_central_crop_standardized():
 def candidate_windows(image):
   """Every 24x24 window of a 32x32 image, unflipped then flipped, standardized in NumPy (float64):
   ``[9 tops, 9 lefts, 2 flips, 24, 24, 3]``."""
-  windows = np.stack([np.stack([image[t:t + 24, l:l + 24] for l in range(9)]) for t in range(9)])
+  windows = np.stack([np.stack([image[t:t + 24, c:c + 24] for c in range(9)]) for t in range(9)])
   both = np.stack([windows, windows[..., :, ::-1, :]], axis=2).astype(np.float64)
   mean = both.mean(axis=(-3, -2, -1), keepdims=True)
   std = both.std(axis=(-3, -2, -1), keepdims=True)

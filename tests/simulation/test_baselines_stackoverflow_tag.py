@@ -46,7 +46,8 @@ def test_matches_tff_pipeline(batch_size):
   x, y = batched.batches
   assert x.dtype == np.float32 and y.dtype == np.float32
   assert x.shape[1:] == (batch_size, 5) and y.shape[1:] == (batch_size, 3)
-  for (ex, ey), gx, gy in zip([reference(*e) for e in EXAMPLES], x[batched.mask], y[batched.mask]):
+  expected = [reference(*e) for e in EXAMPLES]
+  for (ex, ey), gx, gy in zip(expected, x[batched.mask], y[batched.mask], strict=True):
     np.testing.assert_allclose(gx, ex, rtol=1e-6)
     assert gy.tolist() == ey
   assert not x[~batched.mask].any() and not y[~batched.mask].any()

@@ -49,7 +49,7 @@ def test_tag_task_uses_the_most_frequent_tags(so_dir):
       ClientSpec(1, 100, shuffle_buffer_size=1), SO_WORDS[:8], top_tags)(client)
   got = datasets.eval_preprocess_fn(client)
   assert got.batch_size == 100
-  for a, b in zip(unbatch(got).elements, unbatch(expected).elements):
+  for a, b in zip(unbatch(got).elements, unbatch(expected).elements, strict=True):
     np.testing.assert_array_equal(a, b)
 
 

@@ -63,7 +63,7 @@ def test_matches_tff_pipeline(batch_size):
   expected = reference(SENTENCES, 8)
   real_x, real_y = x[batched.mask], y[batched.mask]
   assert len(real_x) == len(SENTENCES) and batched.client_id == 'u'
-  for (ex, ey), gx, gy in zip(expected, real_x, real_y):
+  for (ex, ey), gx, gy in zip(expected, real_x, real_y, strict=True):
     assert gx.tolist() == ex and gy.tolist() == ey
   assert not x[~batched.mask].any()
 

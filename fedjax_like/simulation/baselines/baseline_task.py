@@ -88,8 +88,8 @@ def _check_fits(element_spec, input_spec) -> None:
   want = jtu.tree_structure(tuple(input_spec))
   if got != want:
     raise ValueError(f'The preprocessed examples {got} do not have the model\'s structure {want}.')
-  for name, have, need in zip(('x', 'y'), element_spec, input_spec):
-    for h, n in zip(jax.tree.leaves(have), jax.tree.leaves(need)):
+  for name, have, need in zip(('x', 'y'), element_spec, input_spec, strict=True):
+    for h, n in zip(jax.tree.leaves(have), jax.tree.leaves(need), strict=True):
       same_kind = np.issubdtype(h.dtype, np.integer) == np.issubdtype(n.dtype, np.integer)
       if tuple(h.shape) != tuple(n.shape) or not same_kind:
         raise ValueError(

@@ -10,6 +10,9 @@ from fedjax_like.simulation.baselines.stackoverflow import (
     word_prediction_preprocessing,
     word_prediction_tasks,
 )
+from fedjax_like.simulation.baselines.stackoverflow.tag_prediction_preprocessing import (
+    DEFAULT_TAG_VOCAB_SIZE,
+)
 from fedjax_like.simulation.baselines.stackoverflow.tag_prediction_tasks import (
     create_tag_prediction_task,
     create_tag_prediction_task_from_datasets,
@@ -18,9 +21,6 @@ from fedjax_like.simulation.baselines.stackoverflow.word_prediction_preprocessin
     DEFAULT_SEQUENCE_LENGTH,
     DEFAULT_WORD_VOCAB_SIZE,
     get_special_tokens,
-)
-from fedjax_like.simulation.baselines.stackoverflow.tag_prediction_preprocessing import (
-    DEFAULT_TAG_VOCAB_SIZE,
 )
 from fedjax_like.simulation.baselines.stackoverflow.word_prediction_tasks import (
     create_word_prediction_task,

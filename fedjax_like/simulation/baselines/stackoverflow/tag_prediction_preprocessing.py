@@ -88,7 +88,8 @@ def create_preprocess_fn(
     selected = shuffle_repeat_take(Dataset(fields), preprocess_spec, buffer, seed).elements
     x = np.zeros((len(selected['tokens']), len(word_vocab)), np.float32)
     y = np.zeros((len(selected['tokens']), len(tag_vocab)), np.float32)
-    for i, example in enumerate(zip(selected['tokens'], selected['title'], selected['tags'])):
+    examples = zip(selected['tokens'], selected['title'], selected['tags'], strict=True)
+    for i, example in enumerate(examples):
       x[i], y[i] = to_ids(*example)
     return Dataset((x, y), client_id=dataset.client_id).batch(preprocess_spec.batch_size)
 
