@@ -4,19 +4,16 @@
 :class:`DriverTask`: train and test :class:`ClientData`, the :class:`Model` (with the task's loss
 and metrics), a per-round training preprocessing and an evaluation preprocessing. Every dataset
 goes through its ``tff.simulation.baselines`` task (:mod:`fedjax_like.simulation.baselines`), so the
-arrays are TFF's, and nothing here knows a dataset's feature names:
+arrays are TFF's, and nothing here knows a dataset's feature names (models for
+``model.name = 'auto'``):
 
-=====================  ======================================  ===============================
-``data.dataset``       task                                    model (``model.name = 'auto'``)
-=====================  ======================================  ===============================
-``digits``             EMNIST character recognition, on the    ``logistic`` (any image
-                       offline digits (EMNIST's format)        classifier of the zoo)
-``emnist``             EMNIST character recognition            ``cnn`` (Reddi et al.'s CNN)
-``shakespeare``        next-character prediction               the character LSTM
-``stackoverflow_word`` next-word prediction                    the word LSTM
-``stackoverflow_tag``  tag prediction                          the tag logistic regression
-``cifar100``           image classification (24x24 crops)      ResNet-18 with group norm
-=====================  ======================================  ===============================
+- ``digits``: EMNIST character recognition on the offline digits (EMNIST's format); model
+  ``logistic`` (or any image classifier of the zoo, ``model.name``);
+- ``emnist``: EMNIST character recognition; ``cnn`` (Reddi et al.'s CNN) or any image classifier;
+- ``shakespeare``: next-character prediction; the character LSTM;
+- ``stackoverflow_word``: next-word prediction; the word LSTM;
+- ``stackoverflow_tag``: tag prediction; the tag logistic regression;
+- ``cifar100``: image classification of 24x24 crops; ResNet-18 with group norm.
 
 A client's training batches in round ``r`` are the task's preprocessing (shuffle, repeat
 ``training.client_epochs``, take ``training.max_client_examples``, map, batch
