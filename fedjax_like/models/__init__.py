@@ -1,7 +1,24 @@
-"""Models as pure functions, adapters from Flax (linen and nnx), and a zoo of standard models."""
+"""Models as pure functions, adapters from Flax (linen and nnx), metrics, and a zoo of standard
+models."""
 
-from fedjax_like.models import zoo
+from fedjax_like.models import metrics, zoo
 from fedjax_like.models.flax import from_linen, from_nnx
-from fedjax_like.models.model import Model, ModelWeights, accuracy, softmax_cross_entropy
+from fedjax_like.models.model import (
+    Metric,
+    Model,
+    ModelWeights,
+    accuracy,
+    softmax_cross_entropy,
+)
 
-__all__ = ['Model', 'ModelWeights', 'accuracy', 'from_linen', 'from_nnx', 'softmax_cross_entropy', 'zoo']
+__all__ = [
+    'Metric',
+    'Model',
+    'ModelWeights',
+    'accuracy',
+    'from_linen',
+    'from_nnx',
+    'metrics',
+    'softmax_cross_entropy',
+    'zoo',
+]

@@ -13,7 +13,9 @@ The module is turned into pure functions once, here; nothing downstream holds th
   module to start from its current weights.
 
 ``input_spec`` describes one example ``(x, y)`` without the batch axis: ``jax.ShapeDtypeStruct``
-pairs, or any arrays of that shape (e.g. ``dataset.element_spec``).
+pairs, or any arrays of that shape (e.g. ``dataset.element_spec``). ``loss_fn``, ``metric_fns``,
+``loss_reduction`` and ``regularizer`` are the :class:`Model`'s (see
+:mod:`fedjax_like.models.model`): per-example values or ``Metric(total, weight)`` pairs.
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ def from_linen(
     input_spec,
     loss_fn: Callable = softmax_cross_entropy,
     metric_fns: Mapping[str, Callable] | None = None,
+    loss_reduction: str = 'sum_over_batch_size',
+    regularizer: Callable | None = None,
 ) -> Model:
   """Wraps a ``flax.linen`` module.
 
@@ -95,6 +99,8 @@ def from_linen(
       input_spec=spec,
       loss_fn=loss_fn,
       metric_fns=dict(metric_fns) if metric_fns is not None else {'accuracy': accuracy},
+      loss_reduction=loss_reduction,
+      regularizer=regularizer,
   )
 
 
@@ -116,6 +122,8 @@ def from_nnx(
     input_spec,
     loss_fn: Callable = softmax_cross_entropy,
     metric_fns: Mapping[str, Callable] | None = None,
+    loss_reduction: str = 'sum_over_batch_size',
+    regularizer: Callable | None = None,
 ) -> Model:
   """Wraps a ``flax.nnx`` module (or a factory ``rngs -> module``)."""
   spec = _as_spec(input_spec)
@@ -150,4 +158,6 @@ def from_nnx(
       input_spec=spec,
       loss_fn=loss_fn,
       metric_fns=dict(metric_fns) if metric_fns is not None else {'accuracy': accuracy},
+      loss_reduction=loss_reduction,
+      regularizer=regularizer,
   )

@@ -6,7 +6,8 @@
 - :class:`FederatedEvaluation` (:mod:`.evaluation`): the global model on the test clients.
 - :class:`Checkpointer` (:mod:`.checkpoint`): orbax checkpoints, committed atomically.
 - :class:`CsvWriter`, :class:`TensorBoardWriter`, :class:`CurvePlot` (:mod:`.writers`).
-- :mod:`.config`, :mod:`.experiment`, :mod:`.cli`: ``fedjax-like train --config FILE``.
+- :mod:`.config`, :mod:`.experiment`, :mod:`.cli`: ``fedjax-like train --config FILE``;
+  :mod:`.datasets`: each ``--data.dataset`` as its TFF baseline task (:mod:`.baselines`).
 """
 
 from fedjax_like.simulation.checkpoint import Checkpointer

@@ -41,6 +41,9 @@ class FederatedEvaluation:
     element_fn: ``elements -> (x, y)`` (vectorized); default reshapes EMNIST-style examples to the
       model's input (:func:`~fedjax_like.simulation.cohorts.to_model_input`).
     clients_per_chunk: clients evaluated by one compiled call.
+    preprocess: ``dataset -> Dataset`` of a test client's ``(x, y)`` examples (a task's
+      evaluation preprocessing, which may change the number of examples, e.g. text cut into
+      rows); when given it replaces ``element_fn``.
   """
 
   def __init__(
@@ -51,14 +54,17 @@ class FederatedEvaluation:
       client_ids: Sequence[str] | None = None,
       element_fn: Callable[[PyTree], PyTree] | None = None,
       clients_per_chunk: int = 256,
+      preprocess: Callable[[Dataset], Dataset] | None = None,
   ):
-    element_fn = element_fn or to_model_input(model)
+    if preprocess is None:
+      element_fn = element_fn or to_model_input(model)
+      preprocess = lambda raw: raw.map(element_fn, vectorized=True)  # noqa: E731
     ids = list(test_data.client_ids if client_ids is None else client_ids)
     groups: dict[tuple[int, int], list[Dataset]] = {}
     for client_id in ids:
       raw = test_data.dataset_for_client(client_id)
-      if len(raw):
-        mapped = Dataset(raw.map(element_fn, vectorized=True).elements, client_id=client_id)
+      mapped = Dataset(preprocess(raw).elements, client_id=client_id) if len(raw) else None
+      if mapped is not None and len(mapped):
         shape = _eval_shape(len(mapped), batch_size)
         groups.setdefault(shape, []).append(mapped)
     if not groups:

@@ -1,8 +1,9 @@
 """An experiment built from a config: data, model, learning process, sampler, evaluation, outputs.
 
 :func:`build_experiment` turns an :class:`~fedjax_like.simulation.config.ExperimentConfig` into the
-pieces :func:`~fedjax_like.simulation.loop.run_training_process` takes, loading the dataset first so
-that a dataset that cannot be loaded fails before any training, with the file named.
+pieces :func:`~fedjax_like.simulation.loop.run_training_process` takes, loading the dataset's task
+first (:mod:`~fedjax_like.simulation.datasets`: data, model with its metrics, preprocessing) so that
+a dataset that cannot be loaded fails before any training, with the file named.
 :func:`run_experiment` runs it in its run directory:
 
     <output.root>/<run name>/
@@ -21,18 +22,19 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from typing import Any
 
 from fedjax_like.core import cohort
 from fedjax_like.data.client_data import ClientData
+from fedjax_like.data.dataset import BatchedDataset, Dataset
 from fedjax_like.data.sampling import FixedSampler, PoissonSampler, UniformSampler, WeightedSampler
 from fedjax_like.learning import optimizers
 from fedjax_like.learning.process import LearningProcess
-from fedjax_like.models import zoo
 from fedjax_like.models.model import Model
 from fedjax_like.simulation import config as config_lib
-from fedjax_like.simulation.cohorts import ClientPreprocess
 from fedjax_like.simulation.config import ConfigError, ExperimentConfig, OptimizerConfig
+from fedjax_like.simulation.datasets import DriverTask, load_task
 from fedjax_like.simulation.evaluation import FederatedEvaluation, sample_test_clients
 from fedjax_like.simulation.loop import ResumeError, TrainingResult, run_training_process
 from fedjax_like.simulation.processes import (
@@ -59,30 +61,19 @@ class Experiment:
   config: ExperimentConfig
   train_data: ClientData
   test_data: ClientData
-  num_classes: int
+  num_classes: int  # The model's number of outputs.
   model: Model
   process: LearningProcess
   sampler: Any
-  client_preprocess: ClientPreprocess
+  client_preprocess: Callable[[Dataset, int], BatchedDataset]
+  eval_preprocess: Callable[[Dataset], Dataset]
   privacy_accountant: Any = None  # a PrivacyAccountant when aggregator.kind = 'dp'
 
 
-def load_datasets(data: config_lib.DataConfig) -> tuple[ClientData, ClientData, int]:
-  """``(train, test, num_classes)``; a dataset that cannot be loaded raises ConfigError naming
-  ``data.dataset`` and the file and what was expected there."""
-  from fedjax_like.data.sources import DatasetNotFoundError, digits, emnist
-
-  try:
-    if data.dataset == 'digits':
-      train, test = digits.load_data(data.num_clients, data.alpha, seed=data.partition_seed)
-      return train, test, 10
-    train, test = emnist.load_data(data.only_digits, data.cache_dir, download=data.download)
-    return train, test, 10 if data.only_digits else 62
-  except (DatasetNotFoundError, ImportError, ValueError) as e:
-    hint = ''
-    if isinstance(e, DatasetNotFoundError):
-      hint = '\nIn a config, the directory is data.cache_dir (--data.cache_dir DIR).'
-    raise ConfigError(f"data.dataset = '{data.dataset}' cannot be loaded: {e}{hint}") from e
+def load_datasets(config: ExperimentConfig) -> DriverTask:
+  """The config's task (data, model, preprocessing); a dataset that cannot be loaded raises
+  ConfigError naming ``data.dataset`` and the file and what was expected there."""
+  return load_task(config.data, config.model, config.training, seed=config.seed)
 
 
 def build_optimizer(opt: OptimizerConfig):
@@ -105,7 +96,8 @@ def _nonempty_ids(data: ClientData) -> dict[str, int]:
 
 def build_experiment(config: ExperimentConfig) -> Experiment:
   """Loads the data and builds the model, process, sampler and client preprocessing."""
-  train, test, num_classes = load_datasets(config.data)
+  task = load_datasets(config)
+  train, test, model = task.train_data, task.test_data, task.model
   training = config.training
   sizes = _nonempty_ids(train)
   if training.clients_per_round > len(sizes):
@@ -113,7 +105,6 @@ def build_experiment(config: ExperimentConfig) -> Experiment:
         f'training.clients_per_round = {training.clients_per_round}: expected at most the number '
         f'of training clients with data ({len(sizes)}).'
     )
-  model = zoo.create_model(config.model.name, num_classes)
   if training.sampling == 'uniform':
     sampler = UniformSampler(list(sizes), training.clients_per_round, seed=config.seed)
   elif training.sampling == 'weighted':
@@ -131,16 +122,8 @@ def build_experiment(config: ExperimentConfig) -> Experiment:
   process = build_process(
       config, model, len(sizes), build_optimizer, build_aggregator(config, noise_multiplier)
   )
-  preprocess = ClientPreprocess.for_model(
-      model,
-      batch_size=training.batch_size,
-      num_epochs=training.client_epochs,
-      seed=config.seed,
-      max_examples=training.max_client_examples,
-  )
-  return Experiment(
-      config, train, test, num_classes, model, process, sampler, preprocess, accountant
-  )
+  return Experiment(config, train, test, model.num_outputs, model, process, sampler,
+                    task.train_preprocess, task.eval_preprocess, accountant)
 
 
 def run_info(config: ExperimentConfig) -> dict[str, Any]:
@@ -228,7 +211,8 @@ def _run_experiment(config: ExperimentConfig):
   if eval_every > 0:
     test_ids = sample_test_clients(experiment.test_data, config.evaluation.num_clients, config.seed)
     evaluation = FederatedEvaluation(
-        experiment.model, experiment.test_data, config.evaluation.batch_size, test_ids
+        experiment.model, experiment.test_data, config.evaluation.batch_size, test_ids,
+        preprocess=experiment.eval_preprocess,
     )
   writers = []
   if paths.metrics_csv:

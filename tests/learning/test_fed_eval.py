@@ -97,3 +97,45 @@ def test_personalization_eval_needs_the_same_clients_in_train_and_test():
   test = [d.batch(BATCH) for d in make_clients([5, 6], prefix='other')]
   with pytest.raises(ValueError, match='same clients'):
     evaluate(weights, train, test)
+
+
+def test_fed_eval_keeps_running_totals_of_metrics_with_their_own_denominator():
+  """Per-token accuracy over two rounds of ragged clients is correct tokens / real tokens of all
+  of them (pad targets and padding rows count nowhere), as a NumPy loop over the tokens says."""
+  import flax.linen as nn
+  import jax.numpy as jnp
+
+  from fedjax_like.models import metrics
+
+  class Tagger(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      return nn.Dense(6)(nn.Embed(6, 3)(x))
+
+  spec = (jax.ShapeDtypeStruct((4,), jnp.int32), jax.ShapeDtypeStruct((4,), jnp.int32))
+  model = fl.models.from_linen(
+      Tagger(), spec, loss_fn=metrics.masked_sequence_cross_entropy('targets'),
+      metric_fns={'accuracy': metrics.masked_categorical_accuracy([0])})
+  rng = np.random.default_rng(5)
+
+  def client(n):
+    x = rng.integers(1, 6, size=(n, 4)).astype(np.int32)
+    y = rng.integers(1, 6, size=(n, 4)).astype(np.int32)
+    for row, length in zip(y, rng.integers(1, 5, size=n), strict=True):
+      row[length:] = 0
+    return x, y
+
+  rounds = [[client(3), client(7)], [client(5)]]
+  evaluation = fl.learning.algorithms.build_fed_eval(model)
+  state = evaluation.initialize()
+  weights = evaluation.get_model_weights(state)
+  correct = counted = 0
+  for cohort in rounds:
+    state, out = evaluation.next(state, [fl.data.Dataset(c).batch(2) for c in cohort])
+    for x, y in cohort:
+      logits = np.asarray(model.apply_fn(weights, jnp.asarray(x), None, False))
+      correct += np.sum((logits.argmax(-1) == y) & (y != 0))
+      counted += np.sum(y != 0)
+  total = out['client_work']['eval']['total_rounds_metrics']
+  np.testing.assert_allclose(total['accuracy'], correct / counted, rtol=1e-6)
+  assert int(total['num_examples']) == 15

@@ -1,11 +1,16 @@
 """Shared fixtures for the driver's tests: a small offline federation and a model with dropout."""
 
+import pathlib
+import sys
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import pytest
 
 import fedjax_like as fl
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # task_files.py
 
 
 class DropoutMLP(nn.Module):

@@ -44,6 +44,35 @@ def test_emnist62_config_is_reddi_et_al_fedavg():
   assert '84.9' in config.description
 
 
+# Reddi et al. 2021's settings (google-research/federated optimization/docs/hyperparameters.md):
+# clients per round, batch, rounds, max examples, client lr, server optimizer, server lr, epsilon.
+REDDI = {
+    'shakespeare_fedyogi.toml': ('shakespeare', 10, 4, 1200, None, 1.0, 'yogi', 1e-2, 1e-3, '57.2'),
+    'stackoverflow_word_fedyogi.toml': (
+        'stackoverflow_word', 50, 16, 1500, 1000, 10**-0.5, 'yogi', 1e-2, 1e-5, '25.2'),
+    'stackoverflow_tag_fedadagrad.toml': (
+        'stackoverflow_tag', 10, 100, 1500, 1000, 100.0, 'adagrad', 10.0, 1e-2, '67.1'),
+    'cifar100_fedyogi.toml': ('cifar100', 10, 20, 4000, None, 10**-1.5, 'yogi', 1.0, 1e-1, '52.4'),
+}
+
+
+@pytest.mark.parametrize('name', sorted(REDDI))
+def test_reddi_et_al_configs(name):
+  dataset, clients, batch, rounds, cap, client_lr, server, server_lr, eps, published = REDDI[name]
+  config = load_config(str(ROOT / 'configs' / name))
+  t = config.training
+  assert (config.data.dataset, config.model.name, config.seed) == (dataset, 'auto', 1)
+  assert (t.clients_per_round, t.batch_size, t.num_rounds, t.client_epochs) == (
+      clients, batch, rounds, 1)
+  assert t.max_client_examples == cap and t.algorithm == 'fed_avg'
+  assert config.client_optimizer.name == 'sgd'
+  assert config.client_optimizer.learning_rate == pytest.approx(client_lr)
+  assert config.server_optimizer.name == server
+  assert config.server_optimizer.learning_rate == pytest.approx(server_lr)
+  assert config.server_optimizer.epsilon == pytest.approx(eps)
+  assert published + '%' in config.description
+
+
 def test_defaults_are_the_offline_digits_config():
   default = dataclasses.replace(load_config(), description='')
   from_file = dataclasses.replace(
@@ -98,7 +127,7 @@ def test_json_configs_round_trip(tmp_path):
         ('[training]\nnum_rounds = "ten"\n', ['training.num_rounds', 'an integer', "'ten'"]),
         ('[training]\nnum_rounds = 2.5\n', ['training.num_rounds', 'expected an integer']),
         ('[output]\ncsv = 1\n', ['output.csv', 'expected a boolean']),
-        ('[model]\nname = "resnet"\n', ['model.name', "one of 'logistic', 'mlp', 'cnn'", 'resnet']),
+        ('[model]\nname = "resnet"\n', ['model.name', "one of 'auto', 'logistic'", 'resnet']),
         ('training = 3\n', ['training', 'expected a table']),
         ('[training]\nnum_rounds = 0\n', ['training.num_rounds', 'positive integer']),
         ('[client_optimizer]\nmomentum = 1.5\n', ['client_optimizer.momentum', '[0, 1)']),

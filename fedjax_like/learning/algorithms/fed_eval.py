@@ -24,6 +24,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from fedjax_like.aggregators.mean import MeanFactory
+from fedjax_like.core import tree
 from fedjax_like.core.engine import ClientLoop
 from fedjax_like.learning.algorithms._common import check_model, initial_weights_fn, weights_type
 from fedjax_like.learning.process import LearningProcess
@@ -56,7 +57,7 @@ def build_eval_client_work(model: Model) -> ClientWorkProcess:
   loop = ClientLoop(init, eval_step(model), finish)
 
   def report(total_sums, sums):
-    new_total = {k: total_sums[k] + sums[k] for k in sums}
+    new_total = tree.add(total_sums, sums)  # Leaf by leaf (a Metric is a (total, weight) pair).
     eval_metrics = {
         'current_round_metrics': model.finalize_metrics(sums),
         'total_rounds_metrics': model.finalize_metrics(new_total),

@@ -8,8 +8,10 @@ engine calls ``step`` only on a client's real steps, in order (``batch``: one st
 code here: weights, optimizer state (momentum included) and sums are exactly those of the real
 steps.
 
-Metrics are sums (``loss``, ``accuracy``, ``num_examples``, ``num_batches``) divided once, at the
-end of the round (:func:`train_metrics`). The ``s``-th real step of a client draws its key as
+Metrics are sums (``loss``, the model's metrics, ``num_examples``, ``num_batches``) divided once,
+at the end of the round (:func:`train_metrics`): a metric with its own denominator (a
+:class:`~fedjax_like.models.model.Metric` pair, e.g. per-token accuracy) by its summed weight,
+the others by ``num_examples``. The ``s``-th real step of a client draws its key as
 ``fold_in(rng, s)``.
 
 Algorithm variants change the client optimizer, not the loop, with small optax transformations:
@@ -164,7 +166,8 @@ def eval_step(model: Model) -> Callable:
 
 
 def train_metrics(model: Model, sums: dict) -> dict:
-  """Training metrics from summed ``metric_sums``: means over examples, counts as int32."""
+  """Training metrics from summed ``metric_sums``: each divided once by its own denominator
+  (``num_examples`` unless the metric carries one), counts as int32."""
   train = model.finalize_metrics({k: v for k, v in sums.items() if k != 'num_batches'})
   train['num_batches'] = sums['num_batches'].astype(jnp.int32)
   return train

@@ -1,8 +1,22 @@
-"""``tff.simulation.baselines.ClientSpec``: how a task's client datasets are prepared."""
+"""``tff.simulation.baselines.ClientSpec``: how a task's client datasets are prepared, and the
+shuffle -> repeat -> take that every task applies first.
+
+:func:`shuffle_repeat_take` is the start of each TFF task pipeline: ``shuffle(buffer)`` (skipped
+when the buffer is 1), ``repeat(num_epochs)``, ``take(max_elements)``; the task then maps and
+batches. Where this differs from TFF: a shuffle here is a full, seeded permutation of the client's
+examples, drawn afresh for each epoch (TF's shuffle buffer, smaller than some clients, is not
+emulated, nor are its random streams). With ``shuffle_buffer_size=1`` the stored order is kept and
+the arrays are TFF's exactly.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+
+import jax.tree_util as jtu
+import numpy as np
+
+from fedjax_like.data.dataset import Dataset
 
 
 def _check_positive_int(name: str, value: object, optional: bool) -> None:
@@ -37,3 +51,25 @@ class ClientSpec:
     _check_positive_int('batch_size', self.batch_size, optional=False)
     _check_positive_int('max_elements', self.max_elements, optional=True)
     _check_positive_int('shuffle_buffer_size', self.shuffle_buffer_size, optional=True)
+
+
+def shuffle_repeat_take(
+    dataset: Dataset, spec: ClientSpec, default_shuffle_buffer_size: int, seed=None
+) -> Dataset:
+  """``dataset`` shuffled (a fresh permutation per epoch), repeated, and cut to
+  ``spec.max_elements`` examples: TFF's order of operations.
+
+  Args:
+    dataset: a client's examples.
+    spec: epochs, example cap and shuffle buffer (None: ``default_shuffle_buffer_size``).
+    default_shuffle_buffer_size: the task's default buffer.
+    seed: seeds the permutations (anything ``np.random.default_rng`` takes; None: fresh).
+  """
+  buffer = spec.shuffle_buffer_size or default_shuffle_buffer_size
+  n = len(dataset)
+  rng = np.random.default_rng(seed)
+  epochs = [rng.permutation(n) if buffer > 1 else np.arange(n) for _ in range(spec.num_epochs)]
+  order = np.concatenate(epochs)
+  if spec.max_elements is not None:
+    order = order[: spec.max_elements]
+  return Dataset(jtu.tree_map(lambda a: a[order], dataset.elements), client_id=dataset.client_id)

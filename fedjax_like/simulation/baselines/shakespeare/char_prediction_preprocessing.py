@@ -4,7 +4,8 @@ Follows ``tensorflow_federated/python/simulation/baselines/shakespeare/
 char_prediction_preprocessing.py``:
 
 1. shuffle (unless ``shuffle_buffer_size`` is 1), repeat ``num_epochs`` times, take
-   ``max_elements`` snippets;
+   ``max_elements`` snippets (:func:`~fedjax_like.simulation.baselines.client_spec.
+   shuffle_repeat_take`);
 2. each snippet is split into its UTF-8 **bytes** (``tf.strings.bytes_split``; a non-ASCII
    character is several bytes, each out of vocabulary); a byte that is character ``i`` of
    :data:`CHAR_VOCAB` becomes token ``i + 1``, any other byte the oov token; ``bos`` is put in front
@@ -29,7 +30,7 @@ from collections.abc import Callable
 import numpy as np
 
 from fedjax_like.data.dataset import BatchedDataset, Dataset
-from fedjax_like.simulation.baselines.client_spec import ClientSpec
+from fedjax_like.simulation.baselines.client_spec import ClientSpec, shuffle_repeat_take
 
 DEFAULT_SEQUENCE_LENGTH = 80  # From McMahan et al., AISTATS 2017.
 # TFF's vocabulary, in TFF's order: character CHAR_VOCAB[i] is token i + 1.
@@ -79,16 +80,6 @@ def to_sequences(snippets: np.ndarray, sequence_length: int) -> np.ndarray:
   return tokens.reshape(-1, split_length)
 
 
-def _select(snippets: np.ndarray, spec: ClientSpec, shuffle_buffer_size: int, seed) -> np.ndarray:
-  """Shuffle (a fresh permutation per epoch), repeat, take: TFF's order of operations."""
-  epochs = []
-  rng = np.random.default_rng(seed)
-  for _ in range(spec.num_epochs):
-    epochs.append(snippets[rng.permutation(len(snippets))] if shuffle_buffer_size > 1 else snippets)
-  selected = np.concatenate(epochs) if epochs else snippets
-  return selected[: spec.max_elements] if spec.max_elements is not None else selected
-
-
 def create_preprocess_fn(
     preprocess_spec: ClientSpec,
     sequence_length: int = DEFAULT_SEQUENCE_LENGTH,
@@ -104,7 +95,8 @@ def create_preprocess_fn(
     seed: the shuffle's seed (None: fresh randomness each call).
 
   Returns:
-    ``fn(dataset) -> BatchedDataset`` whose ``batches`` are ``(x, y)``, both int64
+    ``fn(dataset, seed=None) -> BatchedDataset`` (a ``seed`` given to the call replaces the one
+    given here) whose ``batches`` are ``(x, y)``, both int64
     ``[num_batches, batch_size, sequence_length]``, with ``mask[num_batches, batch_size]``
     False on the padding rows of the last batch.
 
@@ -117,14 +109,10 @@ def create_preprocess_fn(
   if shuffle_buffer_size is None:
     shuffle_buffer_size = DEFAULT_SHUFFLE_BUFFER_SIZE
 
-  def preprocess_fn(dataset: Dataset) -> BatchedDataset:
-    snippets = _select(
-        np.asarray(dataset.elements['snippets'], dtype=object),
-        preprocess_spec,
-        shuffle_buffer_size,
-        seed,
-    )
-    rows = to_sequences(snippets, sequence_length)
+  def preprocess_fn(dataset: Dataset, seed=seed) -> BatchedDataset:
+    snippets = Dataset({'snippets': np.asarray(dataset.elements['snippets'], dtype=object)})
+    selected = shuffle_repeat_take(snippets, preprocess_spec, shuffle_buffer_size, seed)
+    rows = to_sequences(selected.elements['snippets'], sequence_length)
     sequences = Dataset((rows[:, :-1], rows[:, 1:]), client_id=dataset.client_id)
     return sequences.batch(preprocess_spec.batch_size)
 

@@ -1,4 +1,5 @@
-"""The model zoo (fedjax_like/models/zoo.py): architectures, sizes and dropout as published."""
+"""The EMNIST classifiers (fedjax_like/models/zoo/emnist.py) and the zoo's registry: architectures,
+sizes and dropout as published."""
 
 import jax
 import jax.numpy as jnp
@@ -51,3 +52,18 @@ def test_mlp_is_two_hidden_layers_of_200():
 def test_unknown_model_names_the_choices():
   with pytest.raises(ValueError, match=r"Unknown model 'vit'.*'cnn'"):
     zoo.create_model('vit', 10)
+
+
+def test_fedavg_cnn_is_mcmahan_et_al():
+  model = zoo.fedavg_cnn(10)
+  weights = jax.eval_shape(model.init_fn, jax.random.key(0))
+  # conv 5x5x1x32 + conv 5x5x32x64 + dense 3136x512 + dense 512x10, with biases: the count
+  # McMahan et al. 2017 and TFF's create_original_fedavg_cnn_model docstring give.
+  expected = (25 * 32 + 32) + (25 * 32 * 64 + 64) + (3136 * 512 + 512) + (512 * 10 + 10)
+  assert _num_params(weights.trainable) == expected == 1_663_370
+  assert zoo.create_model('fedavg_cnn', 62).num_outputs == 62
+
+
+def test_existing_names_stay_importable():
+  from fedjax_like.models.zoo import MLP, EmnistCnn, LogisticRegression  # noqa: F401
+  assert set(zoo.MODELS) >= {'logistic', 'mlp', 'cnn', 'fedavg_cnn', 'resnet18'}
