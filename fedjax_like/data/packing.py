@@ -124,7 +124,10 @@ def _check_cohort(datasets: Sequence[BatchedDataset]) -> list[str]:
   return names
 
 
-def _stack(datasets: Sequence[BatchedDataset], names: Sequence[str], steps: int) -> PackedCohort:
+def stack_clients(datasets: Sequence[BatchedDataset], names: Sequence[str], steps: int
+                  ) -> PackedCohort:
+  """The clients' batches stacked ``[clients, steps, batch, ...]`` (checked ones: see
+  :func:`pack_cohort`), each padded with masked steps to ``steps``."""
   longest = max(d.num_batches for d in datasets)
   if steps < longest:
     raise ValueError(f'num_steps={steps} is smaller than the longest client ({longest} steps).')
@@ -158,7 +161,7 @@ def pack_cohort(
   """
   names = _check_cohort(datasets)
   steps = max(d.num_batches for d in datasets) if num_steps is None else num_steps
-  return _stack(datasets, names, steps)
+  return stack_clients(datasets, names, steps)
 
 
 def pack_groups(
@@ -177,7 +180,9 @@ def pack_groups(
   for rows, steps in groups:
     members = [datasets[i] for i in rows]
     longest = max(d.num_batches for d in members)
-    parts.append(_stack(members, [names[i] for i in rows], longest if steps is None else steps))
+    parts.append(
+        stack_clients(members, [names[i] for i in rows], longest if steps is None else steps)
+    )
   return tuple(parts)
 
 
@@ -353,8 +358,11 @@ class CohortSource:
     else:
       members = [self._datasets[i] for i in rows]
       longest = max(d.num_batches for d in members)
-      packed = _stack(members, [self.client_ids[i] for i in rows],
-                      longest if num_steps is None else num_steps)
+      packed = stack_clients(members, [self.client_ids[i] for i in rows],
+                             longest if num_steps is None else num_steps)
+    return self._checked(packed)
+
+  def _checked(self, packed: PackedCohort) -> tuple[PyTree, np.ndarray]:
     if self.model is not None:
       packed = validate_cohort(packed, self.model)
     return packed.batches, packed.mask

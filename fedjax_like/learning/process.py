@@ -92,7 +92,7 @@ def packed_cohort(client_data, model: Model | None, num_steps: int | None = None
 
 def _check_client_ids(client_data, ids: tuple[str, ...]) -> None:
   """Checks the cohort's ids are real and distinct (stateful clients are keyed by them)."""
-  if not isinstance(client_data, PackedCohort):
+  if not isinstance(client_data, (PackedCohort, CohortSource)):
     for i, dataset in enumerate(client_data):
       if getattr(dataset, 'client_id', None) is None:
         raise ValueError(
@@ -182,14 +182,16 @@ class LearningProcess:
     return self._initialize_fn()
 
   def next(
-      self, state: LearningAlgorithmState, client_data: Sequence[BatchedDataset] | PackedCohort
+      self, state: LearningAlgorithmState,
+      client_data: Sequence[BatchedDataset] | PackedCohort | CohortSource,
   ) -> LearningProcessOutput:
     """Runs one round on the given cohort.
 
     Args:
       state: the state from ``initialize()`` or a previous ``next``.
-      client_data: the cohort: a list of each client's batched dataset (``ds.batch(20)``), or a
-        :class:`~fedjax_like.data.packing.PackedCohort`.
+      client_data: the cohort: a list of each client's batched dataset (``ds.batch(20)``), a
+        :class:`~fedjax_like.data.packing.PackedCohort`, or a
+        :class:`~fedjax_like.data.packing.CohortSource` that batches clients on demand.
 
     Returns:
       ``LearningProcessOutput(state, metrics)``.
@@ -199,11 +201,14 @@ class LearningProcess:
           f'next() expects the state returned by initialize() or a previous next(); got '
           f'{type(state).__name__}.'
       )
-    if not isinstance(client_data, PackedCohort) and not isinstance(client_data, BatchedDataset):
-      client_data = list(client_data)
-      if not client_data or not all(isinstance(d, BatchedDataset) for d in client_data):
-        pack_cohort(client_data)  # raises the error that names the client
-    source = CohortSource(client_data, self.model)
+    if isinstance(client_data, CohortSource):
+      source = client_data  # a cohort batched on demand (e.g. the training loop's RoundCohort)
+    else:
+      if not isinstance(client_data, (PackedCohort, BatchedDataset)):
+        client_data = list(client_data)
+        if not client_data or not all(isinstance(d, BatchedDataset) for d in client_data):
+          pack_cohort(client_data)  # raises the error that names the client
+      source = CohortSource(client_data, self.model)
     runtime = self.runtime or default_runtime()
     if not self.stateful_parts:
       run = runtime.run_round(self._round_fn, self, state, source, stacked_by=self._stacked_by)

@@ -6,9 +6,15 @@ capped to a random subset, repeated for ``num_epochs`` with a fresh shuffle each
 The shuffle is seeded by ``(run seed, round, client id)`` alone, so a client's batches in a round
 are the same in every process, whatever ran before (what makes a resumed run exact).
 
-:func:`pack_round` packs a cohort's batches into ``[clients, steps, batch, ...]`` with the step
-count rounded up to a *bucket* (:func:`step_bucket`: 2 sizes per doubling), so the round is
-compiled once per bucket rather than once per distinct client size. Padding steps are inert.
+:class:`RoundCohort` is a round's cohort as the training loop hands it to ``process.next``: a
+:class:`~fedjax_like.data.packing.CohortSource` that knows each client's step count and makes a
+client's batches only when the runtime packs the block (or, for a streamed cohort, the chunk) it
+belongs to, so the round's data is copied once, into blocks padded only to their own budgets, and
+a cohort larger than host memory never sits on the host at once.
+
+:func:`pack_round` packs a cohort's batches into one ``[clients, steps, batch, ...]`` array with
+the step count rounded up to a *bucket* (:func:`step_bucket`: 2 sizes per doubling); kept for
+callers that want the arrays themselves.
 """
 
 from __future__ import annotations
@@ -23,7 +29,13 @@ import numpy as np
 
 from fedjax_like.data.client_data import ClientData
 from fedjax_like.data.dataset import BatchedDataset, Dataset
-from fedjax_like.data.packing import PackedCohort, pack_cohort
+from fedjax_like.data.packing import (
+    PADDING_CLIENT_ID,
+    CohortSource,
+    PackedCohort,
+    pack_cohort,
+    stack_clients,
+)
 from fedjax_like.models.model import Model
 
 PyTree = Any
@@ -118,3 +130,63 @@ def pack_round(
   datasets = [preprocess(d, round_num) for d in client_data.datasets_for_clients(client_ids)]
   longest = max(d.num_batches for d in datasets)
   return pack_cohort(datasets, num_steps=step_bucket(longest))
+
+
+class RoundCohort(CohortSource):
+  """Round ``round_num``'s cohort, batched on demand (see the module docstring).
+
+  Each client's step count is found by batching it once; its batches are kept while the cohort's
+  kept batches stay under ``keep_bytes`` (then ``take`` reuses them), beyond that they are made
+  again when their block is packed (same seed, same batches).
+
+  Args:
+    client_data: the training clients.
+    client_ids: the cohort.
+    round_num: the round (it seeds each client's shuffles).
+    preprocess: ``(dataset, round_num) -> BatchedDataset`` for one client.
+    model: the model the batches are checked against, or None.
+    num_padding: empty padding clients appended (masked out of every sum; a cohort of varying
+      size padded to a shape on a ladder).
+    keep_bytes: host bytes of batches kept from the step count pass.
+  """
+
+  def __init__(self, client_data: ClientData, client_ids: Sequence[str], round_num: int,
+               preprocess: Callable[[Dataset, int], BatchedDataset], model=None,
+               num_padding: int = 0, keep_bytes: int = 256 << 20):
+    self.model = model
+    self._data, self._round, self._preprocess = client_data, round_num, preprocess
+    self._ids = list(client_ids)
+    self._kept: dict[int, BatchedDataset] = {}
+    steps, kept_bytes, self._step_bytes, self._template = [], 0, 0, None
+    for i, dataset in enumerate(client_data.datasets_for_clients(self._ids)):
+      batched = preprocess(dataset, round_num)
+      steps.append(batched.num_batches)
+      if self._template is None:
+        self._template = batched
+        leaves = jtu.tree_leaves((batched.batches, batched.mask))
+        self._step_bytes = sum(x.nbytes for x in leaves) // max(batched.num_batches, 1)
+      size = self._step_bytes * batched.num_batches
+      if kept_bytes + size <= keep_bytes:
+        self._kept[i] = batched
+        kept_bytes += size
+    self.steps = np.asarray(steps + [0] * num_padding, dtype=np.int64)
+    self.client_ids = tuple(self._ids) + (PADDING_CLIENT_ID,) * num_padding
+
+  @property
+  def step_bytes(self) -> int:
+    return self._step_bytes
+
+  def take(self, rows, num_steps: int | None = None):
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+    real = [int(r) for r in rows if r < len(self._ids)]
+    fresh = [r for r in real if r not in self._kept]
+    made = dict(zip(fresh, (self._preprocess(d, self._round) for d in
+                            self._data.datasets_for_clients([self._ids[r] for r in fresh]))))
+    empty = self._template.batches, self._template.mask[:0]
+    members = [self._kept[r] if r in self._kept else made[r] for r in real]
+    members += [BatchedDataset(jtu.tree_map(lambda x: x[:0], empty[0]), empty[1])
+                for _ in range(rows.size - len(real))]
+    longest = max(d.num_batches for d in members)
+    packed = stack_clients(members, [self.client_ids[r] for r in rows],
+                           longest if num_steps is None else num_steps)
+    return self._checked(packed)

@@ -4,8 +4,9 @@
 ``num_rounds`` rounds. Round ``r`` (1-based):
 
 1. ``client_sampler.sample(r)`` picks the cohort (a pure function of the seed and ``r``);
-2. :func:`~fedjax_like.simulation.cohorts.pack_round` makes their batches on the host (shuffles
-   seeded by run seed, round and client) and packs them to a bucketed shape; a sampler whose
+2. :class:`~fedjax_like.simulation.cohorts.RoundCohort` makes their batches on the host (shuffles
+   seeded by run seed, round and client) as the runtime packs them, block by block (or chunk by
+   chunk for a cohort larger than host memory); a sampler whose
    cohorts vary in size (``PoissonSampler``, with ``padded_size``) has each cohort padded with
    masked, empty clients to a size on a short ladder, so a few compiled programs serve every
    round (not for algorithms with per-client state, whose stores are keyed by client id);
@@ -38,11 +39,10 @@ import numpy as np
 
 from fedjax_like.data.client_data import ClientData
 from fedjax_like.data.dataset import BatchedDataset, Dataset
-from fedjax_like.data.packing import pad_cohort
 from fedjax_like.data.sampling import ClientSampler
 from fedjax_like.learning.process import LearningAlgorithmState, LearningProcess
 from fedjax_like.simulation.checkpoint import Checkpointer
-from fedjax_like.simulation.cohorts import ClientPreprocess, pack_round
+from fedjax_like.simulation.cohorts import ClientPreprocess, RoundCohort
 from fedjax_like.simulation.progress import Progress
 from fedjax_like.simulation.writers import MetricWriter
 
@@ -237,9 +237,9 @@ def run_training_process(
       client_ids = client_sampler.sample(round_num)
       if not client_ids:
         raise _empty_cohort(client_sampler, round_num)
-      cohort = pack_round(train_data, client_ids, round_num, client_preprocess)
-      if padded_size is not None:
-        cohort = pad_cohort(cohort, padded_size(len(client_ids)))
+      padding = 0 if padded_size is None else padded_size(len(client_ids)) - len(client_ids)
+      cohort = RoundCohort(train_data, client_ids, round_num, client_preprocess, process.model,
+                           num_padding=padding)
       output = process.next(state, cohort)
       if pending is not None:
         finish(pending)
