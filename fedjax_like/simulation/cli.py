@@ -22,9 +22,9 @@ from fedjax_like.simulation.config import ConfigError
 _EPILOG = """\
 examples:
   fedjax-like train                                     # the offline digits default
-  fedjax-like train --config configs/emnist62_fedavg.toml
-  fedjax-like train --config configs/digits.toml --training.num_rounds 20 --set seed=1
-  fedjax-like train --config configs/digits.toml --print-config
+  fedjax-like train --config emnist62_fedavg              # a config shipped with the package
+  fedjax-like train --config digits --training.num_rounds 20 --set seed=1
+  fedjax-like train --config my_experiment.toml --print-config
 
 outputs (in <output.root>/<run name>/): config.json, metrics.csv, tensorboard/, curves.png,
 checkpoints/<round>/, summary.json. Re-running a command resumes its run from the last checkpoint.
@@ -58,7 +58,9 @@ class _Override(argparse.Action):
 
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
-      prog='fedjax-like', description='Federated learning experiments with fedjax_like.'
+      prog='fedjax-like',
+      description='Federated learning experiments with fedjax_like.',
+      allow_abbrev=False,
   )
   commands = parser.add_subparsers(dest='command', metavar='COMMAND', required=True)
   train = commands.add_parser(
@@ -68,11 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
       usage='fedjax-like train [--config FILE] [--set KEY=VALUE] [--SECTION.OPTION VALUE] ...',
       epilog=_EPILOG,
       formatter_class=argparse.RawDescriptionHelpFormatter,
+      allow_abbrev=False,  # --training.num would silently mean --training.num_rounds
   )
   train.add_argument(
       '--config',
       metavar='FILE',
-      help='A TOML or JSON config (see configs/); options not in it keep their defaults.',
+      help='A TOML or JSON config file, or the name of a config shipped with the package ('
+      + ', '.join(config_lib.packaged_configs())
+      + '); options not in it keep their defaults.',
   )
   train.add_argument(
       '--set',

@@ -2,7 +2,8 @@
 
 Every option of ``fedjax-like train`` is a field below, addressed by a dotted key
 (``training.num_rounds``); its type annotation is what a value must be and its ``help`` is what
-``--help`` prints. The defaults are the offline digits experiment of ``configs/digits.toml``.
+``--help`` prints. The defaults are the offline digits experiment of ``configs/digits.toml``
+(the configs ship inside the package, in ``fedjax_like/configs/``; ``--config digits`` names one).
 
 A config is built in three layers: the defaults here, then a file (``--config``), then command-line
 overrides (``--training.num_rounds 5`` or ``--set training.num_rounds=5``).
@@ -17,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import os
 import types
 import typing
 from collections.abc import Sequence
@@ -36,6 +38,7 @@ __all__ = [
     'flat_fields',
     'get_value',
     'load_config',
+    'packaged_configs',
     'to_dict',
 ]
 
@@ -176,15 +179,21 @@ def _is_section(tp) -> bool:
   return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
 
-def flat_fields(cls=ExperimentConfig, prefix: str = '') -> dict[str, tuple[Any, Any, str]]:
-  """``{dotted_key: (type, default, help)}`` for every leaf option of the schema."""
+def flat_fields(
+    cls=ExperimentConfig, prefix: str = '', defaults=None
+) -> dict[str, tuple[Any, Any, str]]:
+  """``{dotted_key: (type, default, help)}`` for every leaf option of the schema.
+
+  Defaults are read from the default instance of the whole config, so a section whose defaults
+  differ by place (the client and server optimizers' learning rates) reports its own.
+  """
   out = {}
-  defaults = cls()
+  defaults = cls() if defaults is None else defaults
   hints = _hints(cls)
   for f in dataclasses.fields(cls):
     key = prefix + f.name
     if _is_section(hints[f.name]):
-      out.update(flat_fields(hints[f.name], key + '.'))
+      out.update(flat_fields(hints[f.name], key + '.', getattr(defaults, f.name)))
     else:
       out[key] = (hints[f.name], getattr(defaults, f.name), f.metadata.get('help', ''))
   return out
@@ -359,10 +368,39 @@ def get_value(config, key: str) -> Any:
   return node
 
 
+_PACKAGED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
+
+
+def packaged_configs() -> dict[str, str]:
+  """``{name: path}`` of the configs shipped inside the package (``fedjax_like/configs/``)."""
+  if not os.path.isdir(_PACKAGED):
+    return {}
+  names = sorted(n for n in os.listdir(_PACKAGED) if n.endswith(('.toml', '.json')))
+  return {os.path.splitext(n)[0]: os.path.join(_PACKAGED, n) for n in names}
+
+
+def resolve_config_path(path: str) -> str:
+  """``path`` itself when it is a file, else the packaged config it names (``'digits'`` or
+  ``'digits.toml'``); ConfigError lists the packaged names when neither exists."""
+  if os.path.isfile(path):
+    return path
+  shipped = packaged_configs()
+  name = os.path.splitext(path)[0] if path.endswith(('.toml', '.json')) else path
+  if os.sep not in path and '/' not in path and name in shipped:
+    return shipped[name]
+  raise ConfigError(
+      f'Config file {path} does not exist, and it is not the name of a packaged config (one of: '
+      f'{", ".join(shipped) or "none installed"}). Pass a .toml or .json file or one of those names.'
+  )
+
+
 def load_config(
     path: str | None = None, overrides: Sequence[tuple[str, str]] = ()
 ) -> ExperimentConfig:
   """Defaults, then the file at ``path`` (TOML or JSON), then ``(key, value_text)`` overrides.
+
+  ``path`` is a file, or the name of a config shipped with the package (:func:`packaged_configs`:
+  ``'digits'``, ``'digits_cnn'``, ``'emnist62_fedavg'``).
 
   Raises:
     ConfigError: the file is missing or malformed, or a key is unknown, of the wrong type or out of
@@ -371,6 +409,7 @@ def load_config(
   if path is None:
     config = ExperimentConfig()
   else:
+    path = resolve_config_path(path)
     config = from_dict(read_config_file(path), where=f' in {path}')
   for key, text in overrides:
     config = apply_override(config, key, text, where=' (command line)')

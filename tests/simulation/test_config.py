@@ -11,7 +11,7 @@ from fedjax_like.simulation.config import ConfigError, load_config
 from fedjax_like.simulation.config_files import parse_toml_subset
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-CONFIGS = sorted((ROOT / 'configs').glob('*.toml'))
+CONFIGS = sorted((ROOT / 'fedjax_like' / 'configs').glob('*.toml'))
 
 
 def test_shipped_configs_load_and_the_fallback_toml_reader_agrees_with_tomllib():
@@ -24,7 +24,7 @@ def test_shipped_configs_load_and_the_fallback_toml_reader_agrees_with_tomllib()
 
 
 def test_emnist62_config_is_reddi_et_al_fedavg():
-  config = load_config(str(ROOT / 'configs' / 'emnist62_fedavg.toml'))
+  config = load_config(str(ROOT / 'fedjax_like' / 'configs' / 'emnist62_fedavg.toml'))
   assert (config.data.dataset, config.data.only_digits, config.model.name) == (
       'emnist',
       False,
@@ -47,7 +47,7 @@ def test_emnist62_config_is_reddi_et_al_fedavg():
 def test_defaults_are_the_offline_digits_config():
   default = dataclasses.replace(load_config(), description='')
   from_file = dataclasses.replace(
-      load_config(str(ROOT / 'configs' / 'digits.toml')), description=''
+      load_config(str(ROOT / 'fedjax_like' / 'configs' / 'digits.toml')), description=''
   )
   assert default == from_file
   assert default.data.dataset == 'digits'

@@ -48,7 +48,7 @@ def _args(root):
   return [
       'train',
       '--config',
-      str(ROOT / 'configs' / 'digits.toml'),
+      str(ROOT / 'fedjax_like' / 'configs' / 'digits.toml'),
       '--output.root',
       str(root),
       '--training.num_rounds',
@@ -73,7 +73,7 @@ def _env():
 
 
 def _final_state(root):
-  config = config_lib.load_config(str(ROOT / 'configs' / 'digits.toml'))
+  config = config_lib.load_config(str(ROOT / 'fedjax_like' / 'configs' / 'digits.toml'))
   template = build_experiment(config).process.initialize()
   return Checkpointer(root / 'digits_fedavg' / 'checkpoints').restore(template, round_num=8)
 
