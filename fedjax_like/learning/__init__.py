@@ -7,10 +7,12 @@
 - :mod:`~fedjax_like.learning.optimizers`: client and server optimizers (optax underneath);
 - :mod:`~fedjax_like.learning.model_update_aggregator`: ``robust_aggregator``, ``dp_aggregator``
   and ``secure_aggregator``, composed from ``fl.aggregators`` as TFF composes them;
+- :mod:`~fedjax_like.learning.models`: ``ModelWeights`` and the Flax adapters under TFF's path
+  (``fl.learning.models.ModelWeights``);
 - :class:`ClientWeighting`, and :class:`ClientStates` (host-side per-client state).
 """
 
-from fedjax_like.learning import algorithms, optimizers, templates
+from fedjax_like.learning import algorithms, models, optimizers, templates
 from fedjax_like.learning.client_states import ClientStates, StatefulClientWorkState
 from fedjax_like.learning.client_weighting import ClientWeighting
 from fedjax_like.learning.model_update_aggregator import (
@@ -33,6 +35,7 @@ __all__ = [
     'StatefulClientWorkState',
     'algorithms',
     'dp_aggregator',
+    'models',
     'optimizers',
     'robust_aggregator',
     'secure_aggregator',

@@ -14,6 +14,9 @@ The module is turned into pure functions once, here; nothing downstream holds th
 
 ``input_spec`` describes one example ``(x, y)`` without the batch axis: ``jax.ShapeDtypeStruct``
 pairs, or any arrays of that shape (e.g. ``dataset.element_spec``).
+
+``export_flax_variables(weights)`` turns trained :class:`ModelWeights` back into a Flax variables
+dict ``{'params': ..., <other collections>}`` of NumPy arrays (``module.apply(variables, x)``).
 """
 
 from __future__ import annotations
@@ -151,3 +154,29 @@ def from_nnx(
       loss_fn=loss_fn,
       metric_fns=dict(metric_fns) if metric_fns is not None else {'accuracy': accuracy},
   )
+
+
+def export_flax_variables(weights) -> dict[str, Any]:
+  """Trained weights as a Flax variables dict of NumPy arrays, to use without fedjax_like.
+
+  Args:
+    weights: :class:`ModelWeights` (``process.get_model_weights(state)``), or a learning process's
+      state (its ``global_model_weights`` are taken).
+
+  Returns:
+    ``{'params': trainable, **non_trainable}``. For a linen module (:func:`from_linen`) this is
+    what ``module.apply(variables, x)`` takes. For an nnx module (:func:`from_nnx`)
+    ``variables['params']`` is the pure dict of its ``nnx.Param`` state: ``_, params, _ =
+    nnx.split(module, nnx.Param, ...)``, ``nnx.replace_by_pure_dict(params,
+    variables['params'])``, ``nnx.update(module, params)``.
+  """
+  weights = getattr(weights, 'global_model_weights', weights)
+  if not isinstance(weights, ModelWeights):
+    raise TypeError(
+        'export_flax_variables expects ModelWeights (process.get_model_weights(state)) or a '
+        f'learning process state; got {type(weights).__name__}.'
+    )
+  non_trainable = dict(weights.non_trainable or {})
+  if 'params' in non_trainable:
+    raise ValueError("export_flax_variables: non_trainable weights hold a 'params' collection.")
+  return jax.device_get({'params': weights.trainable, **non_trainable})

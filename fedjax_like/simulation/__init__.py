@@ -7,6 +7,7 @@
 - :class:`Checkpointer` (:mod:`.checkpoint`): orbax checkpoints, committed atomically.
 - :class:`CsvWriter`, :class:`TensorBoardWriter`, :class:`CurvePlot` (:mod:`.writers`).
 - :mod:`.config`, :mod:`.experiment`, :mod:`.cli`: ``fedjax-like train --config FILE``.
+- :func:`load_run` (:mod:`.runs`): a run directory's config, process and final state.
 """
 
 from fedjax_like.simulation.checkpoint import Checkpointer
@@ -14,6 +15,7 @@ from fedjax_like.simulation.cohorts import ClientPreprocess, pack_round, step_bu
 from fedjax_like.simulation.config import ConfigError, ExperimentConfig, load_config
 from fedjax_like.simulation.evaluation import FederatedEvaluation
 from fedjax_like.simulation.loop import ResumeError, TrainingResult, run_training_process
+from fedjax_like.simulation.runs import LoadedRun, load_run
 from fedjax_like.simulation.writers import CsvWriter, CurvePlot, TensorBoardWriter, plot_curves
 
 __all__ = [
@@ -24,10 +26,12 @@ __all__ = [
     'CurvePlot',
     'ExperimentConfig',
     'FederatedEvaluation',
+    'LoadedRun',
     'ResumeError',
     'TensorBoardWriter',
     'TrainingResult',
     'load_config',
+    'load_run',
     'pack_round',
     'plot_curves',
     'run_training_process',

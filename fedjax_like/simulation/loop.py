@@ -36,7 +36,7 @@ from fedjax_like.learning.process import LearningAlgorithmState, LearningProcess
 from fedjax_like.simulation.checkpoint import Checkpointer
 from fedjax_like.simulation.cohorts import ClientPreprocess, pack_round
 from fedjax_like.simulation.progress import Progress
-from fedjax_like.simulation.writers import MetricWriter
+from fedjax_like.simulation.writers import MetricWriter, check_writer
 
 PyTree = Any
 Record = dict[str, float]
@@ -143,8 +143,8 @@ def run_training_process(
     checkpoint_dir: where checkpoints go (and are resumed from); None: no checkpoints.
     checkpoint_every: checkpoint every this many rounds and at the last (0: only at the last).
     keep_checkpoints: how many of the newest checkpoints to keep.
-    metrics_writers: :class:`~fedjax_like.simulation.writers.MetricWriter` s, given each round's
-      record.
+    metrics_writers: objects with ``write(record)``, given each round's record (optionally
+      ``start(start_round, history)`` and ``close()``; see :mod:`.writers`).
     progress: ``'auto'``, ``'bar'``, ``'log'`` or ``'none'`` (see :mod:`.progress`).
     initial_state: the state to start from when there is no checkpoint (default
       ``process.initialize()``); also the template a checkpoint is restored into.
@@ -156,6 +156,9 @@ def run_training_process(
   """
   if not isinstance(num_rounds, (int, np.integer)) or num_rounds < 0:
     raise ValueError(f'num_rounds must be a non-negative integer; got {num_rounds!r}.')
+  writers = list(metrics_writers)
+  for writer in writers:
+    check_writer(writer)
   if client_preprocess is None:
     client_preprocess = ClientPreprocess.for_model(process.model)
   run_info = dict(run_info) if run_info is not None else None
@@ -173,9 +176,9 @@ def run_training_process(
 
   elapsed_before = history[-1].get('elapsed_s', 0.0) if history else 0.0
   started = time.perf_counter()
-  writers = list(metrics_writers)
   for writer in writers:
-    writer.start(start_round, history)
+    if hasattr(writer, 'start'):
+      writer.start(start_round, history)
   bar = Progress(num_rounds, start_round, progress)
 
   def finish(pending: _Pending) -> None:
@@ -219,7 +222,8 @@ def run_training_process(
   finally:
     bar.close()
     for writer in writers:
-      writer.close()
+      if hasattr(writer, 'close'):
+        writer.close()
     rounds = checkpointer.all_rounds() if checkpointer is not None else []
     if checkpointer is not None:
       checkpointer.close()

@@ -265,3 +265,22 @@ def test_stateful_clients_resume_exactly_from_a_checkpoint(tmp_path):
     np.testing.assert_array_equal(a, b)
   store_a, store_b = straight.client_work.clients, resumed.client_work.clients
   assert store_a.client_ids == store_b.client_ids and len(store_a) >= 2
+
+
+def test_a_writer_needs_only_write(digits_data, dropout_model, dropout_process):
+  train, sampler, preprocess = _setup(digits_data, dropout_model)
+
+  class OnlyWrite:
+    def __init__(self):
+      self.rounds = []
+
+    def write(self, record):
+      self.rounds.append(record['round'])
+
+  writer = OnlyWrite()
+  run_training_process(
+      dropout_process, train, sampler, 1, client_preprocess=preprocess, metrics_writers=[writer]
+  )
+  assert writer.rounds == [1]
+  with pytest.raises(TypeError, match=r'no callable write\(\)'):
+    run_training_process(dropout_process, train, sampler, 1, metrics_writers=[print])
