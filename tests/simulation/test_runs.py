@@ -18,6 +18,7 @@ def test_load_run_gives_config_process_and_final_state(tmp_path):
   ])  # fmt: skip
   result, paths, _ = run_experiment(config)
 
+  assert 'simulation' in fl.__all__  # fl.simulation after a plain `import fedjax_like as fl`
   run = fl.simulation.load_run(paths.run_dir)
   assert run.config == config and run.round_num == 2 and run.model is run.process.model
   assert [r['round'] for r in run.history] == [1, 2]
