@@ -15,6 +15,11 @@ The module is turned into pure functions once, here; nothing downstream holds th
 ``input_spec`` describes one example ``(x, y)`` without the batch axis: ``jax.ShapeDtypeStruct``
 pairs, or any arrays of that shape (e.g. ``dataset.element_spec``).
 
+Both adapters check the model once, on abstract values (:mod:`.checks`): the output keeps the batch
+axis, ``loss_fn`` and every metric return one value per example (``[batch]``; a batch mean, as
+Keras losses return, is refused with the fix), and a softmax output under the default logits loss
+warns (use :class:`~fedjax_like.models.SparseCategoricalCrossentropy` for Keras-style models).
+
 ``export_flax_variables(weights)`` turns trained :class:`ModelWeights` back into a Flax variables
 dict ``{'params': ..., <other collections>}`` of NumPy arrays (``module.apply(variables, x)``).
 """
@@ -29,24 +34,10 @@ import jax
 import jax.numpy as jnp
 from flax import linen, nnx
 
+from fedjax_like.models.checks import as_input_spec, check_model
 from fedjax_like.models.model import Model, ModelWeights, accuracy, softmax_cross_entropy
 
 PyTree = Any
-
-
-def _as_spec(input_spec) -> tuple[Any, Any]:
-  if isinstance(input_spec, Mapping):
-    input_spec = (input_spec['x'], input_spec['y'])
-  if not (isinstance(input_spec, (tuple, list)) and len(input_spec) == 2):
-    raise TypeError(
-        'input_spec must describe one (x, y) example, e.g. '
-        '(jax.ShapeDtypeStruct((784,), jnp.float32), jax.ShapeDtypeStruct((), jnp.int32)); '
-        f'got {input_spec!r}.'
-    )
-  return tuple(
-      jax.tree.map(lambda a: jax.ShapeDtypeStruct(tuple(a.shape), jnp.dtype(a.dtype)), part)
-      for part in input_spec
-  )
 
 
 def _dummy_batch(x_spec) -> PyTree:
@@ -71,9 +62,16 @@ def from_linen(
   If the module's ``__call__`` takes a ``train`` argument it is passed (True during client
   training); a ``'dropout'`` RNG is supplied when training with a key.
   """
-  spec = _as_spec(input_spec)
+  spec = as_input_spec(input_spec)
   takes_train = _accepts(module.__call__, 'train')
-  collections = jax.eval_shape(lambda: module.init(jax.random.key(0), _dummy_batch(spec[0])))
+  try:
+    collections = jax.eval_shape(lambda: module.init(jax.random.key(0), _dummy_batch(spec[0])))
+  except Exception as e:
+    raise ValueError(
+        f'from_linen: {type(module).__name__}.init fails on a batch shaped as input_spec x '
+        f'({jax.tree.map(lambda s: s.shape, spec[0])}, one example without the batch axis): '
+        f'{type(e).__name__}: {e}'
+    ) from e
   mutable = sorted(set(collections) - {'params'})
   if mutable:
     raise ValueError(
@@ -92,12 +90,16 @@ def from_linen(
     rngs = {'dropout': rng} if (rng is not None and train) else None
     return module.apply(variables, x, rngs=rngs, **kwargs)
 
+  return _checked('from_linen', init_fn, apply_fn, spec, loss_fn, metric_fns)
+
+
+def _checked(who, init_fn, apply_fn, spec, loss_fn, metric_fns) -> Model:
+  """The :class:`Model`, after :func:`~fedjax_like.models.checks.check_model` on one abstract
+  batch (output shape, per-example loss and metrics, a softmax output under the logits loss)."""
+  metric_fns = dict(metric_fns) if metric_fns is not None else {'accuracy': accuracy}
+  check_model(who, init_fn, apply_fn, spec, loss_fn, metric_fns, softmax_cross_entropy)
   return Model(
-      init_fn=init_fn,
-      apply_fn=apply_fn,
-      input_spec=spec,
-      loss_fn=loss_fn,
-      metric_fns=dict(metric_fns) if metric_fns is not None else {'accuracy': accuracy},
+      init_fn=init_fn, apply_fn=apply_fn, input_spec=spec, loss_fn=loss_fn, metric_fns=metric_fns
   )
 
 
@@ -121,7 +123,7 @@ def from_nnx(
     metric_fns: Mapping[str, Callable] | None = None,
 ) -> Model:
   """Wraps a ``flax.nnx`` module (or a factory ``rngs -> module``)."""
-  spec = _as_spec(input_spec)
+  spec = as_input_spec(input_spec)
   factory = None if isinstance(module, nnx.Module) else module
   template = module if factory is None else factory(nnx.Rngs(0))
   graphdef, params_template, rest_template = nnx.split(template, nnx.Param, ...)
@@ -147,13 +149,7 @@ def from_nnx(
       _reseed(model, rng)
     return model(x)
 
-  return Model(
-      init_fn=init_fn,
-      apply_fn=apply_fn,
-      input_spec=spec,
-      loss_fn=loss_fn,
-      metric_fns=dict(metric_fns) if metric_fns is not None else {'accuracy': accuracy},
-  )
+  return _checked('from_nnx', init_fn, apply_fn, spec, loss_fn, metric_fns)
 
 
 def export_flax_variables(weights) -> dict[str, Any]:

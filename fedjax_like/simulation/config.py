@@ -390,7 +390,8 @@ def resolve_config_path(path: str) -> str:
     return shipped[name]
   raise ConfigError(
       f'Config file {path} does not exist, and it is not the name of a packaged config (one of: '
-      f'{", ".join(shipped) or "none installed"}). Pass a .toml or .json file or one of those names.'
+      f'{", ".join(shipped) or "none installed"}). Pass a .toml or .json file or one of those '
+      'names.'
   )
 
 
