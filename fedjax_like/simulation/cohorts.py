@@ -8,7 +8,9 @@ are the same in every process, whatever ran before (what makes a resumed run exa
 
 :func:`pack_round` packs a cohort's batches into ``[clients, steps, batch, ...]`` with the step
 count rounded up to a *bucket* (:func:`step_bucket`: 2 sizes per doubling), so the round is
-compiled once per bucket rather than once per distinct client size. Padding steps are inert.
+compiled once per bucket rather than once per distinct client size. Padding steps are inert. A
+client whose data cannot be read or prepared (a damaged record found when it is first sampled)
+raises :class:`ClientDataError` naming the round and the client.
 """
 
 from __future__ import annotations
@@ -28,6 +30,18 @@ from fedjax_like.models.model import Model
 
 PyTree = Any
 _SHUFFLE_STREAM = 0x5F1E
+
+
+class ClientDataError(ValueError):
+  """A sampled client's data could not be read or prepared; names the round and the client."""
+
+  def __init__(self, round_num: int, client_id: str | None, error: BaseException):
+    who = f'client {client_id!r}' if client_id is not None else 'the cohort'
+    super().__init__(
+        f'Round {round_num}: the data of {who} could not be read or prepared: '
+        f'{type(error).__name__}: {error}'
+    )
+    self.round_num, self.client_id, self.error = round_num, client_id, error
 
 
 def step_bucket(num_steps: int) -> int:
@@ -115,6 +129,14 @@ def pack_round(
     preprocess: Callable[[Dataset, int], BatchedDataset],
 ) -> PackedCohort:
   """The cohort of ``round_num`` packed as ``[clients, step_bucket(longest), batch, ...]``."""
-  datasets = [preprocess(client_data.dataset_for_client(c), round_num) for c in client_ids]
+  datasets = []
+  for client_id in client_ids:
+    try:
+      datasets.append(preprocess(client_data.dataset_for_client(client_id), round_num))
+    except (ValueError, TypeError, KeyError, IndexError, OSError) as e:
+      raise ClientDataError(round_num, client_id, e) from e
   longest = max(d.num_batches for d in datasets)
-  return pack_cohort(datasets, num_steps=step_bucket(longest))
+  try:
+    return pack_cohort(datasets, num_steps=step_bucket(longest))
+  except (ValueError, TypeError) as e:
+    raise ClientDataError(round_num, None, e) from e

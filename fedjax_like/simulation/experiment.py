@@ -204,16 +204,31 @@ def run_experiment(config: ExperimentConfig) -> tuple[TrainingResult, RunOutputs
     return _run_experiment(config)
 
 
+def _check_output_root(config: ExperimentConfig, paths: RunOutputs) -> None:
+  for key, path in (('output.root', config.output.root), ('the run directory', paths.run_dir)):
+    if os.path.exists(path) and not os.path.isdir(path):
+      raise ConfigError(
+          f'{key} {path!r} is a file, not a directory: choose a directory for the outputs '
+          '(--output.root DIR).'
+      )
+
+
 def _run_experiment(config: ExperimentConfig):
   paths = run_paths(config)
+  _check_output_root(config, paths)
   experiment = build_experiment(config)  # Fails here, before any output, if the data is missing.
   if config.output.overwrite and os.path.isdir(paths.run_dir):
     shutil.rmtree(paths.run_dir)
   _check_same_run(config, paths)
   if not _resumes(paths):  # A resume keeps the run's original config.json.
-    os.makedirs(paths.run_dir, exist_ok=True)
-    with open(paths.config, 'w') as f:
-      f.write(config_lib.dumps(config))
+    try:
+      os.makedirs(paths.run_dir, exist_ok=True)
+      with open(paths.config, 'w') as f:
+        f.write(config_lib.dumps(config))
+    except OSError as e:
+      raise ConfigError(
+          f'output.root: cannot write the run directory {paths.run_dir}: {e.strerror or e}.'
+      ) from e
 
   evaluation, eval_every = None, config.evaluation.every
   if eval_every > 0:

@@ -48,13 +48,28 @@ def check_writer(writer: Any) -> None:
       )
 
 
+def _replace_atomically(path: str, tmp: str, write) -> None:
+  """``write(tmp)`` then renames ``tmp`` to ``path``; ``tmp`` is removed if anything fails (a full
+  disk), so no temporary file is left behind on any path."""
+  try:
+    write(tmp)
+    os.replace(tmp, path)
+  except BaseException:
+    try:
+      os.remove(tmp)
+    except OSError:
+      pass
+    raise
+
+
 def _atomic_write_text(path: str, text: str) -> None:
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w', newline='') as f:
-    f.write(text)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+  def write(tmp):
+    with open(tmp, 'w', newline='') as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+
+  _replace_atomically(path, f'{path}.tmp-{os.getpid()}', write)
 
 
 class CsvWriter:
@@ -212,6 +227,5 @@ def plot_curves(history: Sequence[Record], path: str | os.PathLike[str], title: 
   figure.tight_layout()
   path = os.fspath(path)
   tmp = f'{path}.tmp-{os.getpid()}.png'
-  figure.savefig(tmp, format='png')
-  os.replace(tmp, path)
+  _replace_atomically(path, tmp, lambda name: figure.savefig(name, format='png'))
   return path

@@ -167,3 +167,35 @@ def test_conv_lowering_option_reaches_the_engine(tmp_path, capsys, monkeypatch):
   assert status == 0 and seen and set(seen) == {'im2col'}, seen
   status, _, err = _train(capsys, *_short(tmp_path / 'b', '--training.conv_lowering', 'fast'))
   assert status != 0 and 'training.conv_lowering' in err and 'native' in err, err
+
+
+def test_failures_mid_run_are_one_paragraph_with_status_2(tmp_path, capsys, monkeypatch):
+  from fedjax_like.simulation import experiment
+  from fedjax_like.simulation.checkpoint import CheckpointWriteError
+  from fedjax_like.simulation.cohorts import ClientDataError
+
+  a_file = tmp_path / 'not-a-directory'
+  a_file.write_text('')
+  status, _, err = _train(capsys, '--output.root', str(a_file))
+  assert status == 2 and 'is a file, not a directory' in err and '--output.root' in err
+
+  real_find_spec = cli.importlib.util.find_spec
+  monkeypatch.setattr(
+      cli.importlib.util, 'find_spec', lambda name: None if name == 'tensorboardX' else
+      real_find_spec(name)
+  )
+  status, _, err = _train(capsys, '--output.root', str(tmp_path))
+  assert status == 2 and "tensorboardX for TensorBoard logs" in err and "fedjax_like[sim]" in err
+  monkeypatch.setattr(cli.importlib.util, 'find_spec', real_find_spec)
+
+  for error in (
+      ClientDataError(3, 'f0042', ValueError('truncated record\nat byte 12')),
+      CheckpointWriteError('Could not write the checkpoint of round 4: No space left on device.'),
+  ):
+    def fail(config, error=error):
+      raise error
+
+    monkeypatch.setattr(experiment, 'run_experiment', fail)
+    status, _, err = _train(capsys, '--output.root', str(tmp_path))
+    assert status == 2 and err.count('\n') == 1 and 'Traceback' not in err, err
+    assert err.startswith('fedjax-like: error: ') and str(error).split()[0] in err
