@@ -1,9 +1,9 @@
 """Reading a config file (TOML or JSON) into nested dicts, with errors that name the file.
 
-TOML is read with the standard library's ``tomllib`` (Python 3.11+), else ``tomli`` if installed,
-else with :func:`parse_toml_subset`, a small reader of the part of TOML that configs use (tables,
-``key = value`` with strings, integers, floats, booleans and one-line arrays, comments), so the
-shipped configs work on Python 3.10 with no extra package. JSON is read with ``json``.
+TOML is read with the standard library's ``tomllib`` (Python 3.11+), else ``tomli`` (a dependency
+on Python 3.10), else with :func:`parse_toml_subset`, a small reader of the part of TOML that
+configs use (tables, ``key = value`` and dotted ``section.key = value`` with strings, integers,
+floats, booleans and one-line arrays, comments). JSON is read with ``json``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def _toml_module():
 
 _KEY = r'[A-Za-z0-9_-]+'
 _TABLE = re.compile(rf'^\[\s*({_KEY}(?:\s*\.\s*{_KEY})*)\s*\]$')
-_PAIR = re.compile(rf'^({_KEY})\s*=\s*(.+)$')
+_PAIR = re.compile(rf'^({_KEY}(?:\s*\.\s*{_KEY})*)\s*=\s*(.+)$')
 
 
 def _strip_comment(line: str) -> str:
@@ -93,10 +93,15 @@ def parse_toml_subset(text: str, path: str = '<string>') -> dict[str, Any]:
     match = _PAIR.match(line)
     if not match:
       raise ConfigError(f'{where}: expected "key = value" or "[table]", got {raw.strip()!r}.')
-    key = match.group(1)
-    if key in table:
-      raise ConfigError(f'{where}: key {key!r} is defined twice.')
-    table[key] = _toml_value(match.group(2), where)
+    *sections, key = (p.strip() for p in match.group(1).split('.'))
+    node = table
+    for part in sections:  # a dotted key: section.key = value
+      node = node.setdefault(part, {})
+      if not isinstance(node, dict):
+        raise ConfigError(f'{where}: {match.group(1)} redefines a value as a table.')
+    if key in node:
+      raise ConfigError(f'{where}: key {match.group(1)!r} is defined twice.')
+    node[key] = _toml_value(match.group(2), where)
   return root
 
 

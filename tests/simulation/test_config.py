@@ -163,3 +163,13 @@ def test_fallback_toml_reader_reads_exponent_floats_like_tomllib():
 
   text = 'a = 1e3\nb = 5E2\nc = 0x1f\nd = 12\ne = 1e-3\n'
   assert parse_toml_subset(text) == tomllib.loads(text)
+
+
+def test_fallback_toml_reader_reads_dotted_keys():
+  text = 'name = "x"\ntraining.num_rounds = 5\n[output]\nplot.unused = 1\ncsv = false\n'
+  parsed = parse_toml_subset(text)
+  assert parsed == {
+      'name': 'x', 'training': {'num_rounds': 5}, 'output': {'plot': {'unused': 1}, 'csv': False}
+  }
+  with pytest.raises(ConfigError, match='defined twice'):
+    parse_toml_subset('training.num_rounds = 5\n[training]\nnum_rounds = 6\n')

@@ -1,0 +1,44 @@
+"""pyproject.toml: dependency floors are exactly the tested versions of .ci/floors.txt, and the
+files the package needs at run time (configs, the native kernels' source) are declared as data."""
+
+import pathlib
+import re
+
+try:
+  import tomllib
+except ImportError:  # Python 3.10
+  import tomli as tomllib
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+UNTESTED_EXTRAS = ('tfds',)  # tensorflow-datasets: an optional reader, not part of the floors run
+
+
+def _floors(requirements):
+  floors = {}
+  for requirement in requirements:
+    name, floor = re.match(r'([A-Za-z0-9_.-]+)\s*>=\s*([0-9][0-9.]*)', requirement).groups()
+    floors[name.lower()] = floor
+  return floors
+
+
+def test_dependency_floors_are_the_tested_pins():
+  project = tomllib.loads((ROOT / 'pyproject.toml').read_text())['project']
+  pins = {}
+  for line in (ROOT / '.ci' / 'floors.txt').read_text().splitlines():
+    if line.strip() and not line.startswith('#'):
+      name, version = line.split('==')
+      pins[name.strip().lower()] = version.strip()
+  declared = _floors(project['dependencies'])
+  for extra, requirements in project['optional-dependencies'].items():
+    if extra not in UNTESTED_EXTRAS:
+      declared.update(_floors(requirements))
+  assert declared == pins
+  assert 'tomli>=2.0.1; python_version < "3.11"' in project['dependencies']
+
+
+def test_run_time_files_are_package_data():
+  config = tomllib.loads((ROOT / 'pyproject.toml').read_text())['tool']['setuptools']
+  data = config['package-data']
+  assert 'configs/*.toml' in data['fedjax_like'] and '*.c' in data['fedjax_like.core.engine']
+  assert list((ROOT / 'fedjax_like' / 'configs').glob('*.toml'))
+  assert (ROOT / 'fedjax_like' / 'core' / 'engine' / '_conv2d.c').is_file()
