@@ -18,13 +18,17 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-import os
 import types
 import typing
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from fedjax_like.simulation.config_files import ConfigError, read_config_file
+from fedjax_like.simulation.config_files import (
+    ConfigError,
+    packaged_configs,
+    read_config_file,
+    resolve_config_path,
+)
 
 __all__ = [
     'ConfigError',
@@ -366,33 +370,6 @@ def get_value(config, key: str) -> Any:
   for part in key.split('.'):
     node = getattr(node, part)
   return node
-
-
-_PACKAGED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
-
-
-def packaged_configs() -> dict[str, str]:
-  """``{name: path}`` of the configs shipped inside the package (``fedjax_like/configs/``)."""
-  if not os.path.isdir(_PACKAGED):
-    return {}
-  names = sorted(n for n in os.listdir(_PACKAGED) if n.endswith(('.toml', '.json')))
-  return {os.path.splitext(n)[0]: os.path.join(_PACKAGED, n) for n in names}
-
-
-def resolve_config_path(path: str) -> str:
-  """``path`` itself when it is a file, else the packaged config it names (``'digits'`` or
-  ``'digits.toml'``); ConfigError lists the packaged names when neither exists."""
-  if os.path.isfile(path):
-    return path
-  shipped = packaged_configs()
-  name = os.path.splitext(path)[0] if path.endswith(('.toml', '.json')) else path
-  if os.sep not in path and '/' not in path and name in shipped:
-    return shipped[name]
-  raise ConfigError(
-      f'Config file {path} does not exist, and it is not the name of a packaged config (one of: '
-      f'{", ".join(shipped) or "none installed"}). Pass a .toml or .json file or one of those '
-      'names.'
-  )
 
 
 def load_config(
