@@ -25,7 +25,12 @@ find_python() {  # the interpreter of Python $1: on PATH, or a pyenv installatio
   return 1
 }
 
-"$build_python" -m pip wheel -q --no-deps -w "$work/dist" .
+quietly() {  # runs a command with its output in a log, shown only if it fails
+  local log="$work/step.log"
+  "$@" >"$log" 2>&1 || { echo "failed: $*"; tail -30 "$log"; return 1; }
+}
+
+quietly "$build_python" -m pip wheel -q --no-deps -w "$work/dist" .
 wheel=$(ls "$work"/dist/fedjax_like-*.whl)
 "$build_python" - "$wheel" <<'PY'
 import sys, zipfile
@@ -46,9 +51,13 @@ for version in $versions; do
   venv="$work/venv-$version"
   run="$work/run-$version"
   mkdir -p "$run"
-  "$python" -m venv "$venv"
-  "$venv/bin/python" -m pip install -q --upgrade pip
-  "$venv/bin/python" -m pip install -q "$wheel[digits,sim]"
+  quietly "$python" -m venv "$venv"
+  quietly "$venv/bin/python" -m pip install -q --upgrade pip
+  if ! quietly "$venv/bin/python" -m pip install -q "$wheel[digits,sim]"; then
+    echo "Python $version: the wheel did not install."
+    status=1
+    continue
+  fi
   jax_version=$("$venv/bin/python" -c 'import jax; print(jax.__version__)')
   export JAX_PLATFORMS=cpu FEDJAX_LIKE_CACHE_DIR="$run/cache"
   # From a directory outside the checkout, so the installed wheel is what runs.
