@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import pathlib
+import sys
 
 import pytest
 
@@ -15,7 +16,7 @@ CONFIGS = sorted((ROOT / 'fedjax_like' / 'configs').glob('*.toml'))
 
 
 def test_shipped_configs_load_and_the_fallback_toml_reader_agrees_with_tomllib():
-  tomllib = pytest.importorskip('tomllib')
+  tomllib = pytest.importorskip('tomllib' if sys.version_info >= (3, 11) else 'tomli')
   assert {p.name for p in CONFIGS} >= {'digits.toml', 'emnist62_fedavg.toml'}
   for path in CONFIGS:
     text = path.read_text()
@@ -157,7 +158,7 @@ def test_every_option_has_help():
 
 
 def test_fallback_toml_reader_reads_exponent_floats_like_tomllib():
-  import tomllib
+  tomllib = pytest.importorskip('tomllib' if sys.version_info >= (3, 11) else 'tomli')
 
   from fedjax_like.simulation.config_files import parse_toml_subset
 
