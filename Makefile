@@ -21,7 +21,7 @@ install: $(STAMP)
 # the test clients every 5 rounds, checkpointed every 10; writes runs/quickstart/ (metrics.csv,
 # curves.png, tensorboard/, checkpoints/) and prints where everything is.
 run: $(STAMP)
-	JAX_PLATFORMS=$${JAX_PLATFORMS:-cpu} $(PY) -m fedjax_like train --config configs/digits.toml \
+	JAX_PLATFORMS=$${JAX_PLATFORMS:-cpu} $(PY) -m fedjax_like train --config digits \
 	  --training.num_rounds 30 --evaluation.every 5 --output.checkpoint_every 10 \
 	  --output.run_name quickstart --output.overwrite true
 

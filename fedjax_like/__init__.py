@@ -10,14 +10,17 @@ Two layers, as in TensorFlow Federated:
   (:mod:`fedjax_like.core.engine`); :class:`Runtime` says how (``fl.Runtime('vmap')``), and every
   builder takes one (``build_weighted_fed_avg(..., runtime=...)``).
 
-Federated data lives in :mod:`fedjax_like.data` (``ClientData``, datasets, packing, sources).
+Federated data lives in :mod:`fedjax_like.data` (``ClientData``, datasets, packing, sources);
+the experiment driver (training loop, checkpoints, writers, ``load_run``) in
+:mod:`fedjax_like.simulation` (its optional dependencies load only when used).
 """
 
-from fedjax_like import aggregators, analytics, core, data, learning, models
+from fedjax_like import aggregators, analytics, core, data, learning, models, simulation
 from fedjax_like.core.engine import Runtime
 
 __version__ = '0.1.0'
 
 __all__ = [
-    'Runtime', 'aggregators', 'analytics', 'core', 'data', 'learning', 'models', '__version__',
+    'Runtime', 'aggregators', 'analytics', 'core', 'data', 'learning', 'models', 'simulation',
+    '__version__',
 ]

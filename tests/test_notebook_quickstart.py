@@ -27,11 +27,13 @@ def test_quickstart_notebook_runs_offline(tmp_path, monkeypatch):
   monkeypatch.setenv('TMPDIR', str(tmp_path))  # where the notebook's run directory goes
   notebook = nbformat.read(NOTEBOOK, as_version=4)
   first = notebook.cells[0]
-  assert first.cell_type == 'code' and 'pip' in first.source  # installs the package (Colab)
+  assert first.cell_type == 'code' and 'SOURCE_REPOSITORY' in first.source  # installs (Colab)
   client = nbclient.NotebookClient(
-      notebook, timeout=300, kernel_name='python3', resources={'metadata': {'path': str(tmp_path)}}
+      notebook, timeout=300, kernel_name='python3',
+      resources={'metadata': {'path': str(NOTEBOOK.parent)}},  # run from the checkout
   )
   client.execute()
+  assert f'fedjax_like from the local checkout {ROOT}' in _text(notebook.cells[0])
 
   code = [c for c in notebook.cells if c.cell_type == 'code']
   for cell in code:

@@ -20,9 +20,10 @@ no `{model}` then ` --model M --rounds N --warmup K` is appended.  The table
 then gets ratio columns peer_time / ours (> 1: ours is faster), all measured
 in the same run.
 
-The table goes to stdout and to benchmarks/peers/RESULTS_peers.md (with the
-machine description and each peer's versions); raw JSON lines to
-.work/runs/<stamp>/results.jsonl.
+The table goes to stdout and to benchmarks/peers/.work/RESULTS_peers.md (with the
+machine description and each peer's versions; untracked, so a run leaves the
+checkout clean; --output benchmarks/peers/RESULTS_peers.md updates the committed
+record); raw JSON lines to .work/runs/<stamp>/results.jsonl.
 """
 
 from __future__ import annotations
@@ -210,7 +211,12 @@ def main():
     'median of the per-run medians (both are written)',
   )
   ap.add_argument('--ours', default=None, help="command printing fedjax_like's JSON line")
-  ap.add_argument('--output', default=os.path.join(HERE, 'RESULTS_peers.md'))
+  ap.add_argument(
+    '--output',
+    default=os.path.join(HERE, '.work', 'RESULTS_peers.md'),
+    help='where the report goes (default .work/RESULTS_peers.md, untracked; pass '
+    'benchmarks/peers/RESULTS_peers.md to update the committed record)',
+  )
   args = ap.parse_args()
   if args.rounds < 5 or args.warmup < 2:
     ap.error('the metric needs --rounds >= 5 and --warmup >= 2')
@@ -432,6 +438,7 @@ def main():
       + ' |'
     )
   md += ['', f'Raw output: `benchmarks/peers/.work/runs/{stamp}/` (git-ignored).', '']
+  os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
   with open(args.output, 'w') as f:
     f.write('\n'.join(md))
   sys.stderr.write(f'wrote {args.output}\n')

@@ -1,10 +1,11 @@
 """Federated data: a population of clients, each with its own :class:`Dataset`.
 
 ``ClientData`` mirrors TFF's ``tff.simulation.datasets.ClientData``: ``client_ids``,
-``dataset_for_client(client_id)`` (alias ``create_tf_dataset_for_client`` for ported code) and
-``preprocess(fn)``. It is built either in memory from ``{client_id: {feature: array}}`` or lazily
-from a loader function (one client read from a file only when asked for), which is how the file-backed
-sources in :mod:`fedjax_like.data.sources` are made. Host side only: arrays are NumPy.
+``dataset_for_client(client_id)`` (alias ``create_tf_dataset_for_client`` for ported code),
+``create_tf_dataset_from_all_clients(seed)`` and ``preprocess(fn)``. It is built either in memory
+from ``{client_id: {feature: array}}`` or lazily from a loader function (one client read from a file
+only when asked for), which is how the file-backed sources in :mod:`fedjax_like.data.sources` are
+made. Host side only: arrays are NumPy.
 """
 
 from __future__ import annotations
@@ -145,5 +146,19 @@ class ClientData:
 
   def create_dataset_from_all_clients(self) -> Dataset:
     """All clients' examples concatenated, in ``client_ids`` order (for centralized baselines)."""
-    parts = [self.dataset_for_client(c).elements for c in self._client_ids]
+    return self._concatenated(self._client_ids)
+
+  def create_tf_dataset_from_all_clients(self, seed: int | Sequence[int] | None = None) -> Dataset:
+    """All clients' (preprocessed) examples in one dataset, as TFF's method of this name.
+
+    As in TFF, the clients come in an order shuffled by ``np.random.RandomState(seed)`` (random
+    when ``seed`` is None), each client's examples in their own order: shuffle the result for
+    centralized training.
+    """
+    client_ids = list(self._client_ids)
+    np.random.RandomState(seed=seed).shuffle(client_ids)
+    return self._concatenated(client_ids)
+
+  def _concatenated(self, client_ids: Sequence[str]) -> Dataset:
+    parts = [self.dataset_for_client(c).elements for c in client_ids]
     return Dataset(jtu.tree_map(lambda *xs: np.concatenate(xs), *parts))

@@ -257,6 +257,12 @@ def validate_cohort(packed: PackedCohort, model) -> PackedCohort:
   def conform(part, path, leaf, spec):
     field = f'{part}{_path_name(path) if path else ""}'
     want_shape, want_dtype = tuple(spec.shape), np.dtype(spec.dtype)
+    if tuple(leaf.shape[3:]) != want_shape and want_shape[1:] == tuple(leaf.shape[3:]):
+      raise ValueError(
+          f"Field {field}: the model's input_spec {want_shape} has a leading batch axis; the "
+          f"data's examples are {tuple(leaf.shape[3:])}. input_spec describes one example, "
+          f'without the batch axis: build the model with shape {want_shape[1:]}.'
+      )
     if tuple(leaf.shape[3:]) != want_shape:
       raise ValueError(
           f'Client {names[0]}, field {field}: element shape {tuple(leaf.shape[3:])} does not match '

@@ -11,10 +11,12 @@
 - :mod:`~fedjax_like.learning.privacy_accounting`: :class:`PrivacyAccountant` (the epsilon of a
   DP-FedAvg run after t rounds, RDP or PLD, for the client sampler in use) and
   :func:`noise_multiplier_for_epsilon` (needs the ``dp`` extra);
+- :mod:`~fedjax_like.learning.models`: ``ModelWeights`` and the Flax adapters under TFF's path
+  (``fl.learning.models.ModelWeights``);
 - :class:`ClientWeighting`, and :class:`ClientStates` (host-side per-client state).
 """
 
-from fedjax_like.learning import algorithms, optimizers, privacy_accounting, templates
+from fedjax_like.learning import algorithms, models, optimizers, privacy_accounting, templates
 from fedjax_like.learning.client_states import ClientStates, StatefulClientWorkState
 from fedjax_like.learning.client_weighting import ClientWeighting
 from fedjax_like.learning.model_update_aggregator import (
@@ -44,6 +46,7 @@ __all__ = [
     'algorithms',
     'compression_aggregator',
     'dp_aggregator',
+    'models',
     'noise_multiplier_for_epsilon',
     'optimizers',
     'privacy_accounting',

@@ -2,7 +2,8 @@
 models."""
 
 from fedjax_like.models import metrics, zoo
-from fedjax_like.models.flax import from_linen, from_nnx
+from fedjax_like.models.flax import export_flax_variables, from_linen, from_nnx
+from fedjax_like.models.losses import SparseCategoricalCrossentropy
 from fedjax_like.models.model import (
     Metric,
     Model,
@@ -15,7 +16,9 @@ __all__ = [
     'Metric',
     'Model',
     'ModelWeights',
+    'SparseCategoricalCrossentropy',
     'accuracy',
+    'export_flax_variables',
     'from_linen',
     'from_nnx',
     'metrics',

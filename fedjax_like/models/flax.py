@@ -16,6 +16,14 @@ The module is turned into pure functions once, here; nothing downstream holds th
 pairs, or any arrays of that shape (e.g. ``dataset.element_spec``). ``loss_fn``, ``metric_fns``,
 ``loss_reduction`` and ``regularizer`` are the :class:`Model`'s (see
 :mod:`fedjax_like.models.model`): per-example values or ``Metric(total, weight)`` pairs.
+
+Both adapters check the model once, on abstract values (:mod:`.checks`): the output keeps the batch
+axis, ``loss_fn`` and every metric return one value per example (``[batch]``; a batch mean, as
+Keras losses return, is refused with the fix), and a softmax output under the default logits loss
+warns (use :class:`~fedjax_like.models.SparseCategoricalCrossentropy` for Keras-style models).
+
+``export_flax_variables(weights)`` turns trained :class:`ModelWeights` back into a Flax variables
+dict ``{'params': ..., <other collections>}`` of NumPy arrays (``module.apply(variables, x)``).
 """
 
 from __future__ import annotations
@@ -28,24 +36,10 @@ import jax
 import jax.numpy as jnp
 from flax import linen, nnx
 
+from fedjax_like.models.checks import as_input_spec, check_model
 from fedjax_like.models.model import Model, ModelWeights, accuracy, softmax_cross_entropy
 
 PyTree = Any
-
-
-def _as_spec(input_spec) -> tuple[Any, Any]:
-  if isinstance(input_spec, Mapping):
-    input_spec = (input_spec['x'], input_spec['y'])
-  if not (isinstance(input_spec, (tuple, list)) and len(input_spec) == 2):
-    raise TypeError(
-        'input_spec must describe one (x, y) example, e.g. '
-        '(jax.ShapeDtypeStruct((784,), jnp.float32), jax.ShapeDtypeStruct((), jnp.int32)); '
-        f'got {input_spec!r}.'
-    )
-  return tuple(
-      jax.tree.map(lambda a: jax.ShapeDtypeStruct(tuple(a.shape), jnp.dtype(a.dtype)), part)
-      for part in input_spec
-  )
 
 
 def _dummy_batch(x_spec) -> PyTree:
@@ -72,9 +66,16 @@ def from_linen(
   If the module's ``__call__`` takes a ``train`` argument it is passed (True during client
   training); a ``'dropout'`` RNG is supplied when training with a key.
   """
-  spec = _as_spec(input_spec)
+  spec = as_input_spec(input_spec)
   takes_train = _accepts(module.__call__, 'train')
-  collections = jax.eval_shape(lambda: module.init(jax.random.key(0), _dummy_batch(spec[0])))
+  try:
+    collections = jax.eval_shape(lambda: module.init(jax.random.key(0), _dummy_batch(spec[0])))
+  except Exception as e:
+    raise ValueError(
+        f'from_linen: {type(module).__name__}.init fails on a batch shaped as input_spec x '
+        f'({jax.tree.map(lambda s: s.shape, spec[0])}, one example without the batch axis): '
+        f'{type(e).__name__}: {e}'
+    ) from e
   mutable = sorted(set(collections) - {'params'})
   if mutable:
     raise ValueError(
@@ -93,14 +94,19 @@ def from_linen(
     rngs = {'dropout': rng} if (rng is not None and train) else None
     return module.apply(variables, x, rngs=rngs, **kwargs)
 
+  return _checked('from_linen', init_fn, apply_fn, spec, loss_fn, metric_fns, loss_reduction,
+                  regularizer)
+
+
+def _checked(who, init_fn, apply_fn, spec, loss_fn, metric_fns, loss_reduction='sum_over_batch_size',
+             regularizer=None) -> Model:
+  """The :class:`Model`, after :func:`~fedjax_like.models.checks.check_model` on one abstract
+  batch (output shape, per-example loss and metrics, a softmax output under the logits loss)."""
+  metric_fns = dict(metric_fns) if metric_fns is not None else {'accuracy': accuracy}
+  check_model(who, init_fn, apply_fn, spec, loss_fn, metric_fns, softmax_cross_entropy)
   return Model(
-      init_fn=init_fn,
-      apply_fn=apply_fn,
-      input_spec=spec,
-      loss_fn=loss_fn,
-      metric_fns=dict(metric_fns) if metric_fns is not None else {'accuracy': accuracy},
-      loss_reduction=loss_reduction,
-      regularizer=regularizer,
+      init_fn=init_fn, apply_fn=apply_fn, input_spec=spec, loss_fn=loss_fn, metric_fns=metric_fns,
+      loss_reduction=loss_reduction, regularizer=regularizer,
   )
 
 
@@ -126,7 +132,7 @@ def from_nnx(
     regularizer: Callable | None = None,
 ) -> Model:
   """Wraps a ``flax.nnx`` module (or a factory ``rngs -> module``)."""
-  spec = _as_spec(input_spec)
+  spec = as_input_spec(input_spec)
   factory = None if isinstance(module, nnx.Module) else module
   template = module if factory is None else factory(nnx.Rngs(0))
   graphdef, params_template, rest_template = nnx.split(template, nnx.Param, ...)
@@ -152,12 +158,31 @@ def from_nnx(
       _reseed(model, rng)
     return model(x)
 
-  return Model(
-      init_fn=init_fn,
-      apply_fn=apply_fn,
-      input_spec=spec,
-      loss_fn=loss_fn,
-      metric_fns=dict(metric_fns) if metric_fns is not None else {'accuracy': accuracy},
-      loss_reduction=loss_reduction,
-      regularizer=regularizer,
-  )
+  return _checked('from_nnx', init_fn, apply_fn, spec, loss_fn, metric_fns, loss_reduction,
+                  regularizer)
+
+
+def export_flax_variables(weights) -> dict[str, Any]:
+  """Trained weights as a Flax variables dict of NumPy arrays, to use without fedjax_like.
+
+  Args:
+    weights: :class:`ModelWeights` (``process.get_model_weights(state)``), or a learning process's
+      state (its ``global_model_weights`` are taken).
+
+  Returns:
+    ``{'params': trainable, **non_trainable}``. For a linen module (:func:`from_linen`) this is
+    what ``module.apply(variables, x)`` takes. For an nnx module (:func:`from_nnx`)
+    ``variables['params']`` is the pure dict of its ``nnx.Param`` state: ``_, params, _ =
+    nnx.split(module, nnx.Param, ...)``, ``nnx.replace_by_pure_dict(params,
+    variables['params'])``, ``nnx.update(module, params)``.
+  """
+  weights = getattr(weights, 'global_model_weights', weights)
+  if not isinstance(weights, ModelWeights):
+    raise TypeError(
+        'export_flax_variables expects ModelWeights (process.get_model_weights(state)) or a '
+        f'learning process state; got {type(weights).__name__}.'
+    )
+  non_trainable = dict(weights.non_trainable or {})
+  if 'params' in non_trainable:
+    raise ValueError("export_flax_variables: non_trainable weights hold a 'params' collection.")
+  return jax.device_get({'params': weights.trainable, **non_trainable})

@@ -8,6 +8,7 @@
 - :class:`CsvWriter`, :class:`TensorBoardWriter`, :class:`CurvePlot` (:mod:`.writers`).
 - :mod:`.config`, :mod:`.experiment`, :mod:`.cli`: ``fedjax-like train --config FILE``;
   :mod:`.datasets`: each ``--data.dataset`` as its TFF baseline task (:mod:`.baselines`).
+- :func:`load_run` (:mod:`.runs`): a run directory's config, process and final state.
 """
 
 from fedjax_like.simulation.checkpoint import Checkpointer
@@ -15,6 +16,7 @@ from fedjax_like.simulation.cohorts import ClientPreprocess, pack_round, step_bu
 from fedjax_like.simulation.config import ConfigError, ExperimentConfig, load_config
 from fedjax_like.simulation.evaluation import FederatedEvaluation
 from fedjax_like.simulation.loop import ResumeError, TrainingResult, run_training_process
+from fedjax_like.simulation.runs import LoadedRun, load_run
 from fedjax_like.simulation.writers import CsvWriter, CurvePlot, TensorBoardWriter, plot_curves
 
 __all__ = [
@@ -25,10 +27,12 @@ __all__ = [
     'CurvePlot',
     'ExperimentConfig',
     'FederatedEvaluation',
+    'LoadedRun',
     'ResumeError',
     'TensorBoardWriter',
     'TrainingResult',
     'load_config',
+    'load_run',
     'pack_round',
     'plot_curves',
     'run_training_process',

@@ -18,7 +18,9 @@ Atomicity is orbax's: a checkpoint is written into ``<r>.orbax-checkpoint-tmp-<i
 ``<r>/`` only once complete (with ``commit_success.txt`` inside), so a process killed mid-write
 leaves a temporary directory that is never taken as a checkpoint and is removed when the directory
 is next opened by a :class:`Checkpointer`.
-Saves are synchronous: when :meth:`Checkpointer.save` returns, the checkpoint is committed.
+Saves are synchronous: when :meth:`Checkpointer.save` returns, the checkpoint is committed. A save
+that fails (a full disk, a directory that cannot be written) raises :class:`CheckpointWriteError`
+naming the round and the directory, after removing what it had written; earlier checkpoints stay.
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ def _from_saved(restored: PyTree, template: PyTree) -> PyTree:
     return saved
 
   return jax.tree.map(rewrap, restored, template)
+
+
+class CheckpointWriteError(OSError):
+  """A checkpoint could not be written (the partial write is removed; older ones are intact)."""
 
 
 def _is_store(x) -> bool:
@@ -163,8 +169,21 @@ class Checkpointer:
         state=ocp.args.StandardSave(_to_savable(arrays)),
         meta=ocp.args.JsonSave(dict(meta, round=int(round_num), client_state_ids=ids_per_store)),
     )
-    self._manager.save(int(round_num), args=args, force=True)
-    self._manager.wait_until_finished()
+    try:
+      self._manager.save(int(round_num), args=args, force=True)
+      self._manager.wait_until_finished()
+    except Exception as e:
+      _remove_partial_writes(self.directory)
+      try:
+        kept = [r for r in self.all_rounds() if r != int(round_num)]
+      except Exception:  # noqa: BLE001 - the directory may be unreadable too
+        kept = []
+      raise CheckpointWriteError(
+          f'Could not write the checkpoint of round {round_num} to {self.directory}: '
+          f'{type(e).__name__}: {e}. Free some space (or choose another output directory) and '
+          'run again: '
+          + (f'it resumes from round {kept[-1]}.' if kept else 'no earlier checkpoint exists.')
+      ) from e
 
   def restore(
       self, template: PyTree, round_num: int | None = None

@@ -5,11 +5,18 @@ and ``--set key=value`` sets any of them too; flags and ``--set`` apply after th
 The run directory is ``<output.root>/<output.run_name or name>``; running the same command again
 resumes it from its latest checkpoint (``--output.overwrite true`` starts afresh). Errors in the
 config or the data are reported before training starts, naming the key or file, with exit status 2.
+
+Failures during a run are reported the same way, as one paragraph with exit status 2 (no
+traceback): a client whose data turns out to be damaged when it is first sampled (the last
+completed round is checkpointed first), a checkpoint or output that cannot be written (a full
+disk), an output root that is not a directory, a missing optional dependency (checked before
+anything runs).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 import typing
@@ -22,9 +29,9 @@ from fedjax_like.simulation.config import ConfigError
 _EPILOG = """\
 examples:
   fedjax-like train                                     # the offline digits default
-  fedjax-like train --config configs/emnist62_fedavg.toml
-  fedjax-like train --config configs/digits.toml --training.num_rounds 20 --set seed=1
-  fedjax-like train --config configs/digits.toml --print-config
+  fedjax-like train --config emnist62_fedavg              # a config shipped with the package
+  fedjax-like train --config digits --training.num_rounds 20 --set seed=1
+  fedjax-like train --config my_experiment.toml --print-config
 
 outputs (in <output.root>/<run name>/): config.json, metrics.csv, tensorboard/, curves.png,
 checkpoints/<round>/, summary.json. Re-running a command resumes its run from the last checkpoint.
@@ -58,7 +65,9 @@ class _Override(argparse.Action):
 
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
-      prog='fedjax-like', description='Federated learning experiments with fedjax_like.'
+      prog='fedjax-like',
+      description='Federated learning experiments with fedjax_like.',
+      allow_abbrev=False,
   )
   commands = parser.add_subparsers(dest='command', metavar='COMMAND', required=True)
   train = commands.add_parser(
@@ -68,11 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
       usage='fedjax-like train [--config FILE] [--set KEY=VALUE] [--SECTION.OPTION VALUE] ...',
       epilog=_EPILOG,
       formatter_class=argparse.RawDescriptionHelpFormatter,
+      allow_abbrev=False,  # --training.num would silently mean --training.num_rounds
   )
   train.add_argument(
       '--config',
       metavar='FILE',
-      help='A TOML or JSON config (see configs/); options not in it keep their defaults.',
+      help='A TOML or JSON config file, or the name of a config shipped with the package ('
+      + ', '.join(config_lib.packaged_configs())
+      + '); options not in it keep their defaults.',
   )
   train.add_argument(
       '--set',
@@ -153,6 +165,30 @@ def _print_summary(summary: dict[str, Any], stream) -> None:
   print('\n'.join(lines), file=stream, flush=True)
 
 
+def _check_extras(config: config_lib.ExperimentConfig) -> None:
+  """Refuses, before anything runs, a run whose outputs need a package that is not installed."""
+  needed = [('orbax.checkpoint', 'orbax-checkpoint', 'checkpoints')]
+  if config.output.tensorboard:
+    needed.append(('tensorboardX', 'tensorboardX', 'TensorBoard logs (--output.tensorboard false)'))
+  if config.output.plot:
+    needed.append(('matplotlib', 'matplotlib', 'the curves plot (--output.plot false)'))
+  if config.output.progress == 'bar':
+    needed.append(('tqdm', 'tqdm', "the progress bar (--output.progress log)"))
+  missing = []
+  for module, package, what in needed:
+    try:
+      found = importlib.util.find_spec(module) is not None
+    except ImportError:  # the parent package is missing
+      found = False
+    if not found:
+      missing.append(f'{package} for {what}')
+  if missing:
+    raise ConfigError(
+        f'The experiment driver needs {"; ".join(missing)}, not installed here. Install the '
+        "driver's extra: pip install 'fedjax_like[sim]'."
+    )
+
+
 def train(args: argparse.Namespace, stdout=None) -> int:
   from fedjax_like.simulation.experiment import run_experiment
   from fedjax_like.simulation.loop import ResumeError
@@ -162,6 +198,7 @@ def train(args: argparse.Namespace, stdout=None) -> int:
   if args.print_config:
     stdout.write(config_lib.dumps(config))
     return 0
+  _check_extras(config)
   try:
     _, _, summary = run_experiment(config)
   except ResumeError as e:
@@ -175,6 +212,9 @@ def train(args: argparse.Namespace, stdout=None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
   """The ``fedjax-like`` console script; returns the exit status (2 for config or data errors)."""
+  from fedjax_like.simulation.checkpoint import CheckpointWriteError
+  from fedjax_like.simulation.cohorts import ClientDataError
+
   parser = build_parser()
   args = parser.parse_args(argv)
   try:
@@ -182,6 +222,9 @@ def main(argv: Sequence[str] | None = None) -> int:
       return train(args)
   except ConfigError as e:
     print(f'fedjax-like: error: {e}', file=sys.stderr)
+    return 2
+  except (ClientDataError, CheckpointWriteError, OSError, ImportError) as e:
+    print(f'fedjax-like: error: {" ".join(str(e).split())}', file=sys.stderr)
     return 2
   return 1  # pragma: no cover - argparse rejects unknown commands
 

@@ -15,6 +15,9 @@ a cohort larger than host memory never sits on the host at once.
 :func:`pack_round` packs a cohort's batches into one ``[clients, steps, batch, ...]`` array with
 the step count rounded up to a *bucket* (:func:`step_bucket`: 2 sizes per doubling); kept for
 callers that want the arrays themselves.
+
+A client whose data cannot be read or prepared (a damaged record found when it is first sampled)
+raises :class:`ClientDataError` naming the round and the client.
 """
 
 from __future__ import annotations
@@ -40,6 +43,21 @@ from fedjax_like.models.model import Model
 
 PyTree = Any
 _SHUFFLE_STREAM = 0x5F1E
+
+
+_DATA_ERRORS = (ValueError, TypeError, KeyError, IndexError, OSError)
+
+
+class ClientDataError(ValueError):
+  """A sampled client's data could not be read or prepared; names the round and the client."""
+
+  def __init__(self, round_num: int, client_id: str | None, error: BaseException):
+    who = f'client {client_id!r}' if client_id is not None else 'the cohort'
+    super().__init__(
+        f'Round {round_num}: the data of {who} could not be read or prepared: '
+        f'{type(error).__name__}: {error}'
+    )
+    self.round_num, self.client_id, self.error = round_num, client_id, error
 
 
 def step_bucket(num_steps: int) -> int:
@@ -127,10 +145,35 @@ def pack_round(
     preprocess: Callable[[Dataset, int], BatchedDataset],
 ) -> PackedCohort:
   """The cohort of ``round_num`` packed as ``[clients, step_bucket(longest), batch, ...]``."""
-  datasets = [preprocess(d, round_num) for d in client_data.datasets_for_clients(client_ids)]
+  datasets = [_prepare(preprocess, d, round_num)
+              for d in read_clients(client_data, client_ids, round_num)]
   longest = max(d.num_batches for d in datasets)
-  return pack_cohort(datasets, num_steps=step_bucket(longest))
+  try:
+    return pack_cohort(datasets, num_steps=step_bucket(longest))
+  except (ValueError, TypeError) as e:
+    raise ClientDataError(round_num, None, e) from e
 
+
+def read_clients(client_data: ClientData, client_ids: Sequence[str], round_num: int
+                 ) -> list[Dataset]:
+  """The clients' datasets, read together (one query for a file-backed source); a client whose
+  data cannot be read raises :class:`ClientDataError` naming it (found by reading one by one)."""
+  try:
+    return client_data.datasets_for_clients(client_ids)
+  except _DATA_ERRORS as e:
+    for client_id in client_ids:
+      try:
+        client_data.dataset_for_client(client_id)
+      except _DATA_ERRORS as inner:
+        raise ClientDataError(round_num, client_id, inner) from inner
+    raise ClientDataError(round_num, None, e) from e
+
+
+def _prepare(preprocess, dataset: Dataset, round_num: int) -> BatchedDataset:
+  try:
+    return preprocess(dataset, round_num)
+  except _DATA_ERRORS as e:
+    raise ClientDataError(round_num, dataset.client_id, e) from e
 
 class RoundCohort(CohortSource):
   """Round ``round_num``'s cohort, batched on demand (see the module docstring).
@@ -158,8 +201,8 @@ class RoundCohort(CohortSource):
     self._ids = list(client_ids)
     self._kept: dict[int, BatchedDataset] = {}
     steps, kept_bytes, self._step_bytes, self._template = [], 0, 0, None
-    for i, dataset in enumerate(client_data.datasets_for_clients(self._ids)):
-      batched = preprocess(dataset, round_num)
+    for i, dataset in enumerate(read_clients(client_data, self._ids, round_num)):
+      batched = _prepare(preprocess, dataset, round_num)
       steps.append(batched.num_batches)
       if self._template is None:
         self._template = batched
@@ -180,8 +223,9 @@ class RoundCohort(CohortSource):
     rows = np.asarray(rows, dtype=np.int64).reshape(-1)
     real = [int(r) for r in rows if r < len(self._ids)]
     fresh = [r for r in real if r not in self._kept]
-    made = dict(zip(fresh, (self._preprocess(d, self._round) for d in
-                            self._data.datasets_for_clients([self._ids[r] for r in fresh]))))
+    fresh_ids = [self._ids[r] for r in fresh]
+    made = dict(zip(fresh, (_prepare(self._preprocess, d, self._round)
+                            for d in read_clients(self._data, fresh_ids, self._round))))
     empty = self._template.batches, self._template.mask[:0]
     members = [self._kept[r] if r in self._kept else made[r] for r in real]
     members += [BatchedDataset(jtu.tree_map(lambda x: x[:0], empty[0]), empty[1])
@@ -189,4 +233,7 @@ class RoundCohort(CohortSource):
     longest = max(d.num_batches for d in members)
     packed = stack_clients(members, [self.client_ids[r] for r in rows],
                            longest if num_steps is None else num_steps)
-    return self._checked(packed)
+    try:
+      return self._checked(packed)
+    except (ValueError, TypeError) as e:  # validation names the client; the round is added
+      raise ClientDataError(self._round, None, e) from e

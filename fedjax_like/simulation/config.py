@@ -2,7 +2,8 @@
 
 Every option of ``fedjax-like train`` is a field below, addressed by a dotted key
 (``training.num_rounds``); its type annotation is what a value must be and its ``help`` is what
-``--help`` prints. The defaults are the offline digits experiment of ``configs/digits.toml``.
+``--help`` prints. The defaults are the offline digits experiment of ``configs/digits.toml``
+(the configs ship inside the package, in ``fedjax_like/configs/``; ``--config digits`` names one).
 
 A config is built in three layers: the defaults here, then a file (``--config``), then command-line
 overrides (``--training.num_rounds 5`` or ``--set training.num_rounds=5``).
@@ -28,7 +29,12 @@ from fedjax_like.simulation.config_algorithms import (
     FedProxConfig,
     check_algorithm_sections,
 )
-from fedjax_like.simulation.config_files import ConfigError, read_config_file
+from fedjax_like.simulation.config_files import (
+    ConfigError,
+    packaged_configs,
+    read_config_file,
+    resolve_config_path,
+)
 
 __all__ = [
     'AggregatorConfig',
@@ -45,6 +51,7 @@ __all__ = [
     'flat_fields',
     'get_value',
     'load_config',
+    'packaged_configs',
     'to_dict',
 ]
 
@@ -232,15 +239,21 @@ def _is_section(tp) -> bool:
   return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
 
-def flat_fields(cls=ExperimentConfig, prefix: str = '') -> dict[str, tuple[Any, Any, str]]:
-  """``{dotted_key: (type, default, help)}`` for every leaf option of the schema."""
+def flat_fields(
+    cls=ExperimentConfig, prefix: str = '', defaults=None
+) -> dict[str, tuple[Any, Any, str]]:
+  """``{dotted_key: (type, default, help)}`` for every leaf option of the schema.
+
+  Defaults are read from the default instance of the whole config, so a section whose defaults
+  differ by place (the client and server optimizers' learning rates) reports its own.
+  """
   out = {}
-  defaults = cls()
+  defaults = cls() if defaults is None else defaults
   hints = _hints(cls)
   for f in dataclasses.fields(cls):
     key = prefix + f.name
     if _is_section(hints[f.name]):
-      out.update(flat_fields(hints[f.name], key + '.'))
+      out.update(flat_fields(hints[f.name], key + '.', getattr(defaults, f.name)))
     else:
       out[key] = (hints[f.name], getattr(defaults, f.name), f.metadata.get('help', ''))
   return out
@@ -424,6 +437,9 @@ def load_config(
 ) -> ExperimentConfig:
   """Defaults, then the file at ``path`` (TOML or JSON), then ``(key, value_text)`` overrides.
 
+  ``path`` is a file, or the name of a config shipped with the package (:func:`packaged_configs`:
+  ``'digits'``, ``'digits_cnn'``, ``'emnist62_fedavg'``).
+
   Raises:
     ConfigError: the file is missing or malformed, or a key is unknown, of the wrong type or out of
       range; the message names the key (and the file) and what was expected.
@@ -431,6 +447,7 @@ def load_config(
   if path is None:
     config = ExperimentConfig()
   else:
+    path = resolve_config_path(path)
     config = from_dict(read_config_file(path), where=f' in {path}')
   for key, text in overrides:
     config = apply_override(config, key, text, where=' (command line)')

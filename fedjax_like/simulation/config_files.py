@@ -1,9 +1,12 @@
 """Reading a config file (TOML or JSON) into nested dicts, with errors that name the file.
 
-TOML is read with the standard library's ``tomllib`` (Python 3.11+), else ``tomli`` if installed,
-else with :func:`parse_toml_subset`, a small reader of the part of TOML that configs use (tables,
-``key = value`` with strings, integers, floats, booleans and one-line arrays, comments), so the
-shipped configs work on Python 3.10 with no extra package. JSON is read with ``json``.
+TOML is read with the standard library's ``tomllib`` (Python 3.11+), else ``tomli`` (a dependency
+on Python 3.10), else with :func:`parse_toml_subset`, a small reader of the part of TOML that
+configs use (tables, ``key = value`` and dotted ``section.key = value`` with strings, integers,
+floats, booleans and one-line arrays, comments). JSON is read with ``json``.
+
+The configs shipped with the package live in ``fedjax_like/configs/`` (package data):
+:func:`resolve_config_path` finds one by name (``'digits'``) when no such file exists.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ def _toml_module():
 
 _KEY = r'[A-Za-z0-9_-]+'
 _TABLE = re.compile(rf'^\[\s*({_KEY}(?:\s*\.\s*{_KEY})*)\s*\]$')
-_PAIR = re.compile(rf'^({_KEY})\s*=\s*(.+)$')
+_PAIR = re.compile(rf'^({_KEY}(?:\s*\.\s*{_KEY})*)\s*=\s*(.+)$')
 
 
 def _strip_comment(line: str) -> str:
@@ -93,10 +96,15 @@ def parse_toml_subset(text: str, path: str = '<string>') -> dict[str, Any]:
     match = _PAIR.match(line)
     if not match:
       raise ConfigError(f'{where}: expected "key = value" or "[table]", got {raw.strip()!r}.')
-    key = match.group(1)
-    if key in table:
-      raise ConfigError(f'{where}: key {key!r} is defined twice.')
-    table[key] = _toml_value(match.group(2), where)
+    *sections, key = (p.strip() for p in match.group(1).split('.'))
+    node = table
+    for part in sections:  # a dotted key: section.key = value
+      node = node.setdefault(part, {})
+      if not isinstance(node, dict):
+        raise ConfigError(f'{where}: {match.group(1)} redefines a value as a table.')
+    if key in node:
+      raise ConfigError(f'{where}: key {match.group(1)!r} is defined twice.')
+    node[key] = _toml_value(match.group(2), where)
   return root
 
 
@@ -126,3 +134,30 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     except toml.TOMLDecodeError as e:
       raise ConfigError(f'Config file {path} is not valid TOML: {e}.') from None
   raise ConfigError(f'Config file {path}: expected a .toml or .json file, got {extension!r}.')
+
+
+_PACKAGED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
+
+
+def packaged_configs() -> dict[str, str]:
+  """``{name: path}`` of the configs shipped inside the package (``fedjax_like/configs/``)."""
+  if not os.path.isdir(_PACKAGED):
+    return {}
+  names = sorted(n for n in os.listdir(_PACKAGED) if n.endswith(('.toml', '.json')))
+  return {os.path.splitext(n)[0]: os.path.join(_PACKAGED, n) for n in names}
+
+
+def resolve_config_path(path: str) -> str:
+  """``path`` itself when it is a file, else the packaged config it names (``'digits'`` or
+  ``'digits.toml'``); ConfigError lists the packaged names when neither exists."""
+  if os.path.isfile(path):
+    return path
+  shipped = packaged_configs()
+  name = os.path.splitext(path)[0] if path.endswith(('.toml', '.json')) else path
+  if os.sep not in path and '/' not in path and name in shipped:
+    return shipped[name]
+  raise ConfigError(
+      f'Config file {path} does not exist, and it is not the name of a packaged config (one of: '
+      f'{", ".join(shipped) or "none installed"}). Pass a .toml or .json file or one of those '
+      'names.'
+  )

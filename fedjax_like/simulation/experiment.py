@@ -7,7 +7,7 @@ a dataset that cannot be loaded fails before any training, with the file named.
 :func:`run_experiment` runs it in its run directory:
 
     <output.root>/<run name>/
-      config.json      the resolved config of the run
+      config.json      the resolved config of the run (as first run: a resume never rewrites it)
       metrics.csv      one row per round
       tensorboard/     TensorBoard event files
       curves.png       train and eval accuracy and loss by round
@@ -165,11 +165,16 @@ def run_paths(config: ExperimentConfig) -> RunOutputs:
   )
 
 
+def _resumes(paths: RunOutputs) -> bool:
+  """Whether the run directory holds a run to resume (its config and a checkpoint)."""
+  if not (os.path.isfile(paths.config) and os.path.isdir(paths.checkpoints)):
+    return False
+  return any(name.isdigit() for name in os.listdir(paths.checkpoints))
+
+
 def _check_same_run(config: ExperimentConfig, paths: RunOutputs) -> None:
   """Refuses (before touching the directory) to resume a run made with a different config."""
-  if not (os.path.isfile(paths.config) and os.path.isdir(paths.checkpoints)):
-    return
-  if not any(name.isdigit() for name in os.listdir(paths.checkpoints)):
+  if not _resumes(paths):
     return
   try:
     with open(paths.config) as f:
@@ -197,15 +202,31 @@ def run_experiment(config: ExperimentConfig) -> tuple[TrainingResult, RunOutputs
     return _run_experiment(config)
 
 
+def _check_output_root(config: ExperimentConfig, paths: RunOutputs) -> None:
+  for key, path in (('output.root', config.output.root), ('the run directory', paths.run_dir)):
+    if os.path.exists(path) and not os.path.isdir(path):
+      raise ConfigError(
+          f'{key} {path!r} is a file, not a directory: choose a directory for the outputs '
+          '(--output.root DIR).'
+      )
+
+
 def _run_experiment(config: ExperimentConfig):
   paths = run_paths(config)
+  _check_output_root(config, paths)
   experiment = build_experiment(config)  # Fails here, before any output, if the data is missing.
   if config.output.overwrite and os.path.isdir(paths.run_dir):
     shutil.rmtree(paths.run_dir)
   _check_same_run(config, paths)
-  os.makedirs(paths.run_dir, exist_ok=True)
-  with open(paths.config, 'w') as f:
-    f.write(config_lib.dumps(config))
+  if not _resumes(paths):  # A resume keeps the run's original config.json.
+    try:
+      os.makedirs(paths.run_dir, exist_ok=True)
+      with open(paths.config, 'w') as f:
+        f.write(config_lib.dumps(config))
+    except OSError as e:
+      raise ConfigError(
+          f'output.root: cannot write the run directory {paths.run_dir}: {e.strerror or e}.'
+      ) from e
 
   evaluation, eval_every = None, config.evaluation.every
   if eval_every > 0:

@@ -25,6 +25,14 @@ Resuming: with a ``checkpoint_dir`` holding a committed checkpoint, the loop res
 and continues from the round after it. Everything random is a function of the seed and the round
 (the sampler, the shuffles) or is in the saved state (the process's keys), so an interrupted and
 resumed run ends with the same weights, bit for bit on CPU, as one that was never interrupted.
+
+Failures: a sampled client whose data cannot be read or prepared
+(:class:`~fedjax_like.simulation.cohorts.ClientDataError`) stops the run after checkpointing its
+last completed round, so nothing done is lost; a checkpoint that cannot be written raises
+:class:`~fedjax_like.simulation.checkpoint.CheckpointWriteError`. On every path the writers, the
+progress bar and the checkpointer are closed (their own errors never hide the run's), and no
+temporary file is left behind. The first round prints the backend, devices and execution strategy
+(:func:`~fedjax_like.simulation.progress.execution_summary`) unless progress is ``'none'``.
 """
 
 from __future__ import annotations
@@ -42,9 +50,9 @@ from fedjax_like.data.dataset import BatchedDataset, Dataset
 from fedjax_like.data.sampling import ClientSampler
 from fedjax_like.learning.process import LearningAlgorithmState, LearningProcess
 from fedjax_like.simulation.checkpoint import Checkpointer
-from fedjax_like.simulation.cohorts import ClientPreprocess, RoundCohort
-from fedjax_like.simulation.progress import Progress
-from fedjax_like.simulation.writers import MetricWriter
+from fedjax_like.simulation.cohorts import ClientDataError, ClientPreprocess, RoundCohort
+from fedjax_like.simulation.progress import Progress, execution_summary
+from fedjax_like.simulation.writers import MetricWriter, check_writer
 
 PyTree = Any
 Record = dict[str, float]
@@ -134,6 +142,23 @@ def _check_resume(meta: Mapping[str, Any], sampler: ClientSampler, run_info, whe
     )
 
 
+def _close_all(bar, writers, checkpointer, quiet: bool) -> None:
+  """Closes the progress bar, the writers and the checkpointer, each even if another fails. With
+  ``quiet`` (a run already failing) their errors are dropped, so the run's own error is reported;
+  otherwise the first is raised once all are closed."""
+  first = None
+  closers = [bar.close] + [w.close for w in writers if hasattr(w, 'close')]
+  if checkpointer is not None:
+    closers.append(checkpointer.close)
+  for close in closers:
+    try:
+      close()
+    except Exception as e:  # noqa: BLE001 - closed in order, the first error reported below
+      first = first or e
+  if first is not None and not quiet:
+    raise first
+
+
 def run_training_process(
     process: LearningProcess,
     train_data: ClientData,
@@ -168,8 +193,8 @@ def run_training_process(
     checkpoint_dir: where checkpoints go (and are resumed from); None: no checkpoints.
     checkpoint_every: checkpoint every this many rounds and at the last (0: only at the last).
     keep_checkpoints: how many of the newest checkpoints to keep.
-    metrics_writers: :class:`~fedjax_like.simulation.writers.MetricWriter` s, given each round's
-      record.
+    metrics_writers: objects with ``write(record)``, given each round's record (optionally
+      ``start(start_round, history)`` and ``close()``; see :mod:`.writers`).
     progress: ``'auto'``, ``'bar'``, ``'log'`` or ``'none'`` (see :mod:`.progress`).
     initial_state: the state to start from when there is no checkpoint (default
       ``process.initialize()``); also the template a checkpoint is restored into.
@@ -184,6 +209,9 @@ def run_training_process(
   """
   if not isinstance(num_rounds, (int, np.integer)) or num_rounds < 0:
     raise ValueError(f'num_rounds must be a non-negative integer; got {num_rounds!r}.')
+  writers = list(metrics_writers)
+  for writer in writers:
+    check_writer(writer)
   if client_preprocess is None:
     client_preprocess = ClientPreprocess.for_model(process.model)
   run_info = dict(run_info) if run_info is not None else None
@@ -206,9 +234,9 @@ def run_training_process(
 
   elapsed_before = history[-1].get('elapsed_s', 0.0) if history else 0.0
   started = time.perf_counter()
-  writers = list(metrics_writers)
   for writer in writers:
-    writer.start(start_round, history)
+    if hasattr(writer, 'start'):
+      writer.start(start_round, history)
   bar = Progress(num_rounds, start_round, progress)
 
   def finish(pending: _Pending) -> None:
@@ -231,16 +259,39 @@ def run_training_process(
   def due(round_num: int, every: int) -> bool:
     return round_num == num_rounds or (every > 0 and round_num % every == 0)
 
-  pending = None
+  def save(round_num: int) -> None:
+    meta = {'sampler': client_sampler.state(), 'run_info': run_info, 'history': history}
+    checkpointer.save(round_num, state, meta)
+
+  pending, saved_round, completed = None, start_round, start_round
   try:
     for round_num in range(start_round + 1, num_rounds + 1):
       client_ids = client_sampler.sample(round_num)
       if not client_ids:
         raise _empty_cohort(client_sampler, round_num)
-      padding = 0 if padded_size is None else padded_size(len(client_ids)) - len(client_ids)
-      cohort = RoundCohort(train_data, client_ids, round_num, client_preprocess, process.model,
-                           num_padding=padding)
-      output = process.next(state, cohort)
+      if round_num == start_round + 1:
+        bar.header(execution_summary(process, len(client_ids)))
+      try:
+        padding = 0 if padded_size is None else padded_size(len(client_ids)) - len(client_ids)
+        cohort = RoundCohort(train_data, client_ids, round_num, client_preprocess, process.model,
+                             num_padding=padding)
+        output = process.next(state, cohort)
+      except ClientDataError as e:
+        # Keep the rounds done so far: checkpoint the last completed one before stopping.
+        if pending is not None:
+          finish(pending)
+          pending = None
+        if checkpointer is not None and completed > saved_round:
+          save(completed)
+          saved_round = completed
+        where = f' (in {checkpointer.directory})' if checkpointer is not None else ''
+        e.args = (
+            f'{e} The run stopped before round {round_num}; '
+            + (f'its state after round {saved_round} is checkpointed{where}: fix or exclude '
+               'the client and run again to resume from there.'
+               if checkpointer is not None and saved_round > 0 else 'nothing was checkpointed.'),
+        )
+        raise
       if pending is not None:
         finish(pending)
       state = output.state
@@ -248,19 +299,18 @@ def run_training_process(
       if evaluation is not None and eval_every > 0 and due(round_num, eval_every):
         eval_metrics = evaluation(process.get_model_weights(state))
       pending = _Pending(round_num, len(client_ids), output.metrics, eval_metrics)
+      completed = round_num
       if checkpointer is not None and due(round_num, checkpoint_every):
         finish(pending)
         pending = None
-        meta = {'sampler': client_sampler.state(), 'run_info': run_info, 'history': history}
-        checkpointer.save(round_num, state, meta)
+        save(round_num)
+        saved_round = round_num
     if pending is not None:
       finish(pending)
-  finally:
-    bar.close()
-    for writer in writers:
-      writer.close()
-    rounds = checkpointer.all_rounds() if checkpointer is not None else []
-    if checkpointer is not None:
-      checkpointer.close()
+  except BaseException:
+    _close_all(bar, writers, checkpointer, quiet=True)  # the run's own error is the one raised
+    raise
+  rounds = checkpointer.all_rounds() if checkpointer is not None else []
+  _close_all(bar, writers, checkpointer, quiet=False)
   last_round = max(start_round, num_rounds)
   return TrainingResult(state, history, start_round, last_round, rounds)

@@ -1,18 +1,48 @@
 """Progress over rounds: a tqdm bar with rounds/s, clients/s and the latest accuracies.
 
 Modes: ``'bar'`` (a tqdm bar on stderr), ``'log'`` (a plain line per evaluation round, for log
-files), ``'none'``, and ``'auto'``: a bar when stderr is a terminal, otherwise nothing, so batch
-jobs and test runs stay quiet.
+files), ``'none'``, and ``'auto'``: a bar on a terminal and in a notebook (a widget where
+ipywidgets is installed), otherwise a line per evaluation round, so a run writing to a log file
+reports as it goes. Except under ``'none'``, a run starts with one line saying where it runs
+(:func:`execution_summary`: JAX version, backend, devices, execution strategy).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import sys
 import time
 from collections.abc import Mapping
 
 MODES = ('auto', 'bar', 'log', 'none')
+
+
+def in_notebook() -> bool:
+  """Whether this process is a Jupyter (or Colab) kernel: its IPython shell is ipykernel's."""
+  ipython = sys.modules.get('IPython')
+  shell = getattr(ipython, 'get_ipython', lambda: None)() if ipython is not None else None
+  return any(cls.__name__ == 'ZMQInteractiveShell' for cls in type(shell).__mro__)
+
+
+def execution_summary(process, num_clients: int) -> str:
+  """One line: JAX version, backend, devices, and how ``process`` runs a cohort of
+  ``num_clients`` (its runtime's strategy, ``auto`` resolved, and the convolution lowering)."""
+  import jax
+
+  from fedjax_like.core.engine.runtime import default_runtime
+
+  runtime = getattr(process, 'runtime', None) or default_runtime()
+  config = runtime.config
+  devices = jax.devices()
+  kinds = sorted({d.device_kind for d in devices})
+  strategy = runtime.strategy_for(num_clients)
+  chosen = f'{strategy} (auto)' if config.strategy == 'auto' else strategy
+  return (
+      f'JAX {jax.__version__} on {jax.default_backend()}: {len(devices)} device'
+      f'{"s" if len(devices) != 1 else ""} ({", ".join(kinds)}); execution {chosen} for '
+      f'{num_clients} clients a round, convolutions {config.lowering}.'
+  )
 
 
 def _latest(record: Mapping[str, float], suffix: str) -> float | None:
@@ -38,7 +68,8 @@ class Progress:
     self._stream = stream or sys.stderr
     if mode == 'auto':
       is_tty = getattr(self._stream, 'isatty', lambda: False)()
-      mode = 'bar' if is_tty else 'none'
+      has_tqdm = importlib.util.find_spec('tqdm') is not None
+      mode = 'bar' if (is_tty or in_notebook()) and has_tqdm else 'log'
     self.mode = mode
     self._total = total_rounds
     self._start_time = time.perf_counter()
@@ -48,7 +79,10 @@ class Progress:
     self._eval_accuracy = None
     self._bar = None
     if mode == 'bar':
-      from tqdm.auto import tqdm
+      from tqdm import tqdm
+
+      if in_notebook() and importlib.util.find_spec('ipywidgets') is not None:
+        from tqdm.notebook import tqdm
 
       # A terminal that reports no size (some ptys) would make tqdm draw nothing: use a fallback.
       size = shutil.get_terminal_size((100, 24))
@@ -61,6 +95,13 @@ class Progress:
           nrows=max(size.lines, 2),
           smoothing=0.1,
       )
+
+  def header(self, text: str) -> None:
+    """A line said once, before the first round (nothing under ``'none'``)."""
+    if self._bar is not None:
+      self._bar.write(text, file=self._stream)
+    elif self.mode == 'log':
+      print(text, file=self._stream, flush=True)
 
   def update(self, record: Mapping[str, float]) -> None:
     """One finished round's record (``round``, ``num_clients``, metrics)."""

@@ -1,12 +1,18 @@
 """Metric writers: where each round's scalars go (CSV, TensorBoard, a PNG plot of the curves).
 
-A writer has three methods, called by the training loop:
+The writer protocol (:class:`MetricWriter`): any object with a ``write`` method; ``start`` and
+``close`` are optional (the training loop calls them only when present):
 
-- ``start(start_round, history)``: the run begins after ``start_round`` completed rounds (0 for a
-  fresh run); ``history`` holds the records of those rounds (restored from the checkpoint). A
-  writer resuming a file drops whatever it holds for later rounds: those rounds are being redone.
-- ``write(record)``: one round's record, a flat ``{name: number}`` with ``record['round']``.
-- ``close()``: flush and release (the plot is drawn here).
+- ``write(record)`` (required): one round's record, a flat ``{name: number}`` with
+  ``record['round']``, called once per finished round, in order.
+- ``start(start_round, history)`` (optional): called once before the first round of this call;
+  the run begins after ``start_round`` completed rounds (0 for a fresh run) and ``history`` holds
+  the records of those rounds (restored from the checkpoint). A writer resuming a file drops
+  whatever it holds for later rounds: those rounds are being redone.
+- ``close()`` (optional): flush and release (the plot is drawn here); called once at the end,
+  also when the run fails.
+
+A plain function is not a writer; ``class Print: write = staticmethod(print)`` is.
 
 Records are flat: ``round``, ``num_clients``, ``elapsed_s``, then the process's metrics flattened
 with ``/`` (``client_work/train/accuracy``), ``privacy/epsilon`` for a DP run with an accountant,
@@ -25,20 +31,46 @@ Record = Mapping[str, float]
 
 
 class MetricWriter(Protocol):
-  def start(self, start_round: int, history: Sequence[Record]) -> None: ...
+  """Receives each finished round's record; ``start`` and ``close`` are optional (see above)."""
 
   def write(self, record: Record) -> None: ...
 
-  def close(self) -> None: ...
+
+def check_writer(writer: Any) -> None:
+  """Raises TypeError, naming the writer, unless it has a callable ``write`` (and ``start`` and
+  ``close``, where present, are callable)."""
+  for name, required in (('write', True), ('start', False), ('close', False)):
+    method = getattr(writer, name, None)
+    if (required or method is not None) and not callable(method):
+      raise TypeError(
+          f'metrics_writers: {writer!r} has no callable {name}(); a writer needs write(record) '
+          'and may have start(start_round, history) and close() (see '
+          'fedjax_like.simulation.writers).'
+      )
+
+
+def _replace_atomically(path: str, tmp: str, write) -> None:
+  """``write(tmp)`` then renames ``tmp`` to ``path``; ``tmp`` is removed if anything fails (a full
+  disk), so no temporary file is left behind on any path."""
+  try:
+    write(tmp)
+    os.replace(tmp, path)
+  except BaseException:
+    try:
+      os.remove(tmp)
+    except OSError:
+      pass
+    raise
 
 
 def _atomic_write_text(path: str, text: str) -> None:
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w', newline='') as f:
-    f.write(text)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+  def write(tmp):
+    with open(tmp, 'w', newline='') as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+
+  _replace_atomically(path, f'{path}.tmp-{os.getpid()}', write)
 
 
 class CsvWriter:
@@ -207,6 +239,5 @@ def plot_curves(history: Sequence[Record], path: str | os.PathLike[str], title: 
   figure.tight_layout()
   path = os.fspath(path)
   tmp = f'{path}.tmp-{os.getpid()}.png'
-  figure.savefig(tmp, format='png')
-  os.replace(tmp, path)
+  _replace_atomically(path, tmp, lambda name: figure.savefig(name, format='png'))
   return path

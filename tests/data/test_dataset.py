@@ -156,3 +156,45 @@ def test_pack_groups_pads_each_block_to_its_own_steps_and_checks_the_whole_cohor
   odd = Dataset((np.zeros((4, 3), np.float32), np.arange(4)), client_id='odd').batch(4)
   with pytest.raises(ValueError, match='Client odd: batch size 4'):  # checked across blocks
     pack_groups(clients + [odd], [([0, 2], None), ([4], None)])
+
+
+
+def test_tf_data_methods_of_tff_tutorials():
+  ds = make(7).map(lambda e: (e['pixels'].reshape(-1), e['label']), num_parallel_calls=-1)
+  assert ds.prefetch(4).cache() is ds
+  odd = make(9).filter(lambda e: e['label'] % 2 == 1)
+  assert odd.elements['label'].tolist() == [1, 3, 5, 7]
+  assert odd.skip(1).take(2).elements['label'].tolist() == [3, 5] and len(odd.skip(-1)) == 0
+  nested = Dataset({'v': np.arange(12).reshape(4, 3)}).unbatch()
+  assert nested.elements['v'].tolist() == list(range(12))
+  padded = Dataset({'v': np.ones((5, 2))}).padded_batch(
+      2, padded_shapes={'v': [4]}, padding_values={'v': -1.0}
+  )
+  assert padded.batches['v'].shape == (3, 2, 4)
+  assert padded.batches['v'][0, 0].tolist() == [1, 1, -1, -1]
+
+
+def test_reshuffle_each_iteration_as_tf_data():
+  ds = Dataset({'label': np.arange(10)})
+  twice = ds.shuffle(10, seed=3).repeat(2).elements['label']
+  rng = np.random.default_rng(3)
+  np.testing.assert_array_equal(twice, np.concatenate([rng.permutation(10), rng.permutation(10)]))
+  assert twice[:10].tolist() != twice[10:].tolist()
+  same = ds.shuffle(10, seed=3, reshuffle_each_iteration=False).repeat(2).elements['label']
+  assert same[:10].tolist() == same[10:].tolist() == twice[:10].tolist()
+  # Later stages see each iteration's own order; iterating again gives the next order.
+  mapped = ds.shuffle(10, seed=3).map(lambda e: {'y': e['label'] * 2}).batch(4).repeat(2)
+  np.testing.assert_array_equal(mapped.batches['y'][mapped.mask], 2 * twice)
+  shuffled = ds.shuffle(10, seed=3)
+  first, second = [e['label'] for e in shuffled], [e['label'] for e in shuffled]
+  assert first == twice[:10].tolist() and second == twice[10:].tolist()
+
+
+def test_create_tf_dataset_from_all_clients_shuffles_clients_as_tff():
+  clients = {str(i): {'v': np.full(i + 1, i)} for i in range(5)}
+  cd = ClientData.from_clients_dict(clients)
+  order = list(cd.client_ids)
+  np.random.RandomState(seed=4).shuffle(order)
+  expected = np.concatenate([clients[c]['v'] for c in order])
+  joined = cd.create_tf_dataset_from_all_clients(seed=4)
+  np.testing.assert_array_equal(joined.elements['v'], expected)

@@ -130,3 +130,23 @@ def test_linen_batch_norm_is_refused_with_a_clear_error():
 
   with pytest.raises(ValueError, match='batch_stats.*GroupNorm'):
     fl.models.from_linen(WithBatchNorm(), SPEC)
+
+
+def test_export_flax_variables_runs_in_plain_flax():
+  x = np.random.default_rng(0).normal(size=(4, 6)).astype(np.float32)
+  linen_model = fl.models.from_linen(LinenMLP(), SPEC)
+  weights = linen_model.init_fn(jax.random.key(1))
+  variables = fl.models.export_flax_variables(weights)
+  assert set(variables) == {'params'}
+  assert all(isinstance(a, np.ndarray) for a in jax.tree.leaves(variables))
+  np.testing.assert_array_equal(
+      LinenMLP().apply(variables, x), linen_model.apply_fn(weights, x)
+  )
+
+  nnx_model = fl.models.from_nnx(NnxMLP, SPEC)
+  weights = nnx_model.init_fn(jax.random.key(2))
+  module = NnxMLP(nnx.Rngs(7))  # other weights, replaced by the exported ones
+  _, params, _ = nnx.split(module, nnx.Param, ...)
+  nnx.replace_by_pure_dict(params, fl.models.export_flax_variables(weights)['params'])
+  nnx.update(module, params)
+  np.testing.assert_allclose(module(x), nnx_model.apply_fn(weights, x), rtol=1e-6)

@@ -59,3 +59,25 @@ def test_a_missing_round_and_another_model_are_named(tmp_path):
   other = {'something': jnp.zeros(2)}
   with pytest.raises(ValueError, match='does not match'):
     checkpointer.restore(other)
+
+
+def test_a_failed_write_is_removed_and_named(tmp_path, monkeypatch):
+  """A full disk mid-save: the partial directory is removed, earlier checkpoints stay."""
+  import errno
+  import os
+
+  from fedjax_like.simulation.checkpoint import CheckpointWriteError
+
+  checkpointer = Checkpointer(tmp_path)
+  checkpointer.save(1, _state(1), {})
+  manager = checkpointer._manager
+
+  def full_disk(step, args=None, force=False):
+    os.makedirs(tmp_path / f'{step}.orbax-checkpoint-tmp-123' / 'state')
+    raise OSError(errno.ENOSPC, 'No space left on device')
+
+  monkeypatch.setattr(manager, 'save', full_disk)
+  with pytest.raises(CheckpointWriteError, match='round 2.*No space left.*resumes from round 1'):
+    checkpointer.save(2, _state(2), {})
+  assert sorted(os.listdir(tmp_path)) == ['1']
+  checkpointer.close()

@@ -9,7 +9,7 @@ import pytest
 from fedjax_like.simulation import cli, config
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-DIGITS = str(ROOT / 'configs' / 'digits.toml')
+DIGITS = str(ROOT / 'fedjax_like' / 'configs' / 'digits.toml')
 
 
 def _train(capsys, *args):
@@ -57,6 +57,7 @@ def test_train_writes_every_output_and_resumes(tmp_path, capsys):
 
   status, out, _ = _train(capsys, *_short(tmp_path, '--training.num_rounds', '4'))
   assert status == 0 and 'resumed after round 3' in out and '1 trained' in out
+  assert json.loads((run / 'config.json').read_text()) == saved  # the original config, kept
   with open(run / 'metrics.csv') as f:
     assert [r['round'] for r in csv.DictReader(f)] == ['1', '2', '3', '4']
 
@@ -102,6 +103,27 @@ def test_help_explains_every_option(capsys):
   for key in config.flat_fields():
     assert f'--{key}' in out, key
   assert 'Rounds to train' in out and '--set KEY=VALUE' in out and '--config FILE' in out
+  # The defaults shown are the config's own, per section (not the section class's defaults).
+  flat = ' '.join(out.split())
+  assert '--client_optimizer.learning_rate FLOAT Learning rate. (default: 0.01)' in flat
+  assert '--server_optimizer.learning_rate FLOAT Learning rate. (default: 1.0)' in flat
+  for name in config.packaged_configs():
+    assert name in flat
+
+
+def test_options_cannot_be_abbreviated(capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(['train', '--training.num', '7', '--print-config'])
+  assert exit_info.value.code == 2
+  assert 'unrecognized arguments: --training.num' in capsys.readouterr().err
+
+
+def test_config_by_packaged_name(capsys):
+  assert set(config.packaged_configs()) >= {'digits', 'digits_cnn', 'emnist62_fedavg'}
+  status, out, _ = _train(capsys, '--config', 'emnist62_fedavg', '--print-config')
+  assert status == 0 and json.loads(out)['training']['num_rounds'] == 1500
+  status, _, err = _train(capsys, '--config', 'emnist62', '--print-config')
+  assert status == 2 and 'emnist62_fedavg' in err and 'digits_cnn' in err
 
 
 def test_print_config_applies_file_then_flags_then_set(capsys):
@@ -143,7 +165,7 @@ def test_dataset_that_cannot_be_loaded_fails_before_training(tmp_path, capsys):
   status, _, err = _train(
       capsys,
       '--config',
-      str(ROOT / 'configs' / 'emnist62_fedavg.toml'),
+      str(ROOT / 'fedjax_like' / 'configs' / 'emnist62_fedavg.toml'),
       '--data.cache_dir',
       str(cache),
       '--data.download',
@@ -174,3 +196,35 @@ def test_conv_lowering_option_reaches_the_engine(tmp_path, capsys, monkeypatch):
   assert status == 0 and seen and set(seen) == {'im2col'}, seen
   status, _, err = _train(capsys, *_short(tmp_path / 'b', '--training.conv_lowering', 'fast'))
   assert status != 0 and 'training.conv_lowering' in err and 'native' in err, err
+
+
+def test_failures_mid_run_are_one_paragraph_with_status_2(tmp_path, capsys, monkeypatch):
+  from fedjax_like.simulation import experiment
+  from fedjax_like.simulation.checkpoint import CheckpointWriteError
+  from fedjax_like.simulation.cohorts import ClientDataError
+
+  a_file = tmp_path / 'not-a-directory'
+  a_file.write_text('')
+  status, _, err = _train(capsys, '--output.root', str(a_file))
+  assert status == 2 and 'is a file, not a directory' in err and '--output.root' in err
+
+  real_find_spec = cli.importlib.util.find_spec
+  monkeypatch.setattr(
+      cli.importlib.util, 'find_spec', lambda name: None if name == 'tensorboardX' else
+      real_find_spec(name)
+  )
+  status, _, err = _train(capsys, '--output.root', str(tmp_path))
+  assert status == 2 and "tensorboardX for TensorBoard logs" in err and "fedjax_like[sim]" in err
+  monkeypatch.setattr(cli.importlib.util, 'find_spec', real_find_spec)
+
+  for error in (
+      ClientDataError(3, 'f0042', ValueError('truncated record\nat byte 12')),
+      CheckpointWriteError('Could not write the checkpoint of round 4: No space left on device.'),
+  ):
+    def fail(config, error=error):
+      raise error
+
+    monkeypatch.setattr(experiment, 'run_experiment', fail)
+    status, _, err = _train(capsys, '--output.root', str(tmp_path))
+    assert status == 2 and err.count('\n') == 1 and 'Traceback' not in err, err
+    assert err.startswith('fedjax-like: error: ') and str(error).split()[0] in err

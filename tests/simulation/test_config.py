@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import pathlib
+import sys
 
 import pytest
 
@@ -11,11 +12,11 @@ from fedjax_like.simulation.config import ConfigError, load_config
 from fedjax_like.simulation.config_files import parse_toml_subset
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-CONFIGS = sorted((ROOT / 'configs').glob('*.toml'))
+CONFIGS = sorted((ROOT / 'fedjax_like' / 'configs').glob('*.toml'))
 
 
 def test_shipped_configs_load_and_the_fallback_toml_reader_agrees_with_tomllib():
-  tomllib = pytest.importorskip('tomllib')
+  tomllib = pytest.importorskip('tomllib' if sys.version_info >= (3, 11) else 'tomli')
   assert {p.name for p in CONFIGS} >= {'digits.toml', 'emnist62_fedavg.toml'}
   for path in CONFIGS:
     text = path.read_text()
@@ -24,7 +25,7 @@ def test_shipped_configs_load_and_the_fallback_toml_reader_agrees_with_tomllib()
 
 
 def test_emnist62_config_is_reddi_et_al_fedavg():
-  config = load_config(str(ROOT / 'configs' / 'emnist62_fedavg.toml'))
+  config = load_config(str(ROOT / 'fedjax_like' / 'configs' / 'emnist62_fedavg.toml'))
   assert (config.data.dataset, config.data.only_digits, config.model.name) == (
       'emnist',
       False,
@@ -76,7 +77,7 @@ def test_reddi_et_al_configs(name):
 def test_defaults_are_the_offline_digits_config():
   default = dataclasses.replace(load_config(), description='')
   from_file = dataclasses.replace(
-      load_config(str(ROOT / 'configs' / 'digits.toml')), description=''
+      load_config(str(ROOT / 'fedjax_like' / 'configs' / 'digits.toml')), description=''
   )
   assert default == from_file
   assert default.data.dataset == 'digits'
@@ -186,9 +187,19 @@ def test_every_option_has_help():
 
 
 def test_fallback_toml_reader_reads_exponent_floats_like_tomllib():
-  import tomllib
+  tomllib = pytest.importorskip('tomllib' if sys.version_info >= (3, 11) else 'tomli')
 
   from fedjax_like.simulation.config_files import parse_toml_subset
 
   text = 'a = 1e3\nb = 5E2\nc = 0x1f\nd = 12\ne = 1e-3\n'
   assert parse_toml_subset(text) == tomllib.loads(text)
+
+
+def test_fallback_toml_reader_reads_dotted_keys():
+  text = 'name = "x"\ntraining.num_rounds = 5\n[output]\nplot.unused = 1\ncsv = false\n'
+  parsed = parse_toml_subset(text)
+  assert parsed == {
+      'name': 'x', 'training': {'num_rounds': 5}, 'output': {'plot': {'unused': 1}, 'csv': False}
+  }
+  with pytest.raises(ConfigError, match='defined twice'):
+    parse_toml_subset('training.num_rounds = 5\n[training]\nnum_rounds = 6\n')

@@ -26,17 +26,27 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 # Runs the CLI with orbax's commit step (the rename of the temporary directory) stalled at one
 # round, so the parent can SIGKILL the process while that checkpoint is half-written.
 _STALLED_CHILD = """
-import os, sys, time
+import inspect, os, sys, time
 from orbax.checkpoint._src.path import atomicity
 
 original = atomicity.AtomicRenameTemporaryPath.finalize
 
-async def stalled_finalize(self, *args, **kwargs):
-  if self.get_final().name == os.environ['STALL_ROUND']:
+def stall(path):
+  if path.get_final().name == os.environ['STALL_ROUND']:
     with open(os.environ['STALL_MARKER'], 'w') as f:
-      f.write(str(self.get()))
+      f.write(str(path.get()))
     time.sleep(600)
+
+async def stalled_finalize(self, *args, **kwargs):  # orbax >= 0.11.x: a coroutine
+  stall(self)
   return await original(self, *args, **kwargs)
+
+def stalled_finalize_sync(self, *args, **kwargs):  # orbax 0.11.0 (the floor): a function
+  stall(self)
+  return original(self, *args, **kwargs)
+
+if not inspect.iscoroutinefunction(original):
+  stalled_finalize = stalled_finalize_sync
 
 atomicity.AtomicRenameTemporaryPath.finalize = stalled_finalize
 from fedjax_like.simulation import cli
@@ -48,7 +58,7 @@ def _args(root):
   return [
       'train',
       '--config',
-      str(ROOT / 'configs' / 'digits.toml'),
+      str(ROOT / 'fedjax_like' / 'configs' / 'digits.toml'),
       '--output.root',
       str(root),
       '--training.num_rounds',
@@ -73,7 +83,7 @@ def _env():
 
 
 def _final_state(root):
-  config = config_lib.load_config(str(ROOT / 'configs' / 'digits.toml'))
+  config = config_lib.load_config(str(ROOT / 'fedjax_like' / 'configs' / 'digits.toml'))
   template = build_experiment(config).process.initialize()
   return Checkpointer(root / 'digits_fedavg' / 'checkpoints').restore(template, round_num=8)
 

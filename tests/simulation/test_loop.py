@@ -215,7 +215,7 @@ def test_progress_modes_are_quiet_off_a_terminal(
 ):
   from fedjax_like.simulation.progress import Progress
 
-  assert Progress(3, mode='auto').mode == 'none'  # pytest's stderr is not a terminal
+  assert Progress(3, mode='auto').mode == 'log'  # pytest's stderr is not a terminal
   train, sampler, preprocess = _setup(digits_data, dropout_model)
   evaluation = FederatedEvaluation(dropout_model, digits_data[1], batch_size=50)
   run_training_process(
@@ -230,6 +230,16 @@ def test_progress_modes_are_quiet_off_a_terminal(
   )
   err = capsys.readouterr().err
   assert 'round 2/2' in err and 'clients/s' in err and 'eval accuracy' in err
+  assert f'JAX {jax.__version__} on cpu' in err and 'execution sequential (auto)' in err
+
+
+def test_auto_progress_is_a_bar_in_a_notebook(monkeypatch):
+  from fedjax_like.simulation import progress
+
+  monkeypatch.setattr(progress, 'in_notebook', lambda: True)
+  bar = progress.Progress(3, mode='auto')
+  assert bar.mode == 'bar'
+  bar.close()
 
 
 def test_stateful_clients_resume_exactly_from_a_checkpoint(tmp_path):
@@ -320,3 +330,75 @@ def test_a_privacy_accountant_for_another_sampling_is_refused(digits_data, dropo
   with pytest.raises(accounting.SamplerMismatchError, match='UniformSampler'):
     run_training_process(dropout_process, train, UniformSampler(train.client_ids, 5), 1,
                          progress='none', privacy_accountant=accountant)
+
+def test_a_writer_needs_only_write(digits_data, dropout_model, dropout_process):
+  train, sampler, preprocess = _setup(digits_data, dropout_model)
+
+  class OnlyWrite:
+    def __init__(self):
+      self.rounds = []
+
+    def write(self, record):
+      self.rounds.append(record['round'])
+
+  writer = OnlyWrite()
+  run_training_process(
+      dropout_process, train, sampler, 1, client_preprocess=preprocess, metrics_writers=[writer]
+  )
+  assert writer.rounds == [1]
+  with pytest.raises(TypeError, match=r'no callable write\(\)'):
+    run_training_process(dropout_process, train, sampler, 1, metrics_writers=[print])
+
+
+def test_a_damaged_client_stops_the_run_after_checkpointing_the_last_round(
+    tmp_path, digits_data, dropout_model, dropout_process
+):
+  from fedjax_like.data import ClientData
+  from fedjax_like.data.sampling import FixedSampler
+  from fedjax_like.simulation.cohorts import ClientDataError
+
+  train, _, preprocess = _setup(digits_data, dropout_model)
+  good = train.client_ids[:5]  # cohorts of 5, as the other tests here: their compiled round
+
+  def load(client_id):
+    if client_id == 'damaged':
+      raise ValueError('record 3 of client damaged: truncated tf.train.Example')
+    return train.dataset_for_client(client_id).elements
+
+  data = ClientData.from_loader([*good, 'damaged'], load)
+
+  kwargs = dict(client_preprocess=preprocess, checkpoint_dir=str(tmp_path), checkpoint_every=10)
+  sampler = FixedSampler([good, good, ['damaged', *good[1:]], good])  # first sampled in round 3
+  with pytest.raises(ClientDataError) as info:
+    run_training_process(dropout_process, data, sampler, 5, **kwargs)
+  message = str(info.value)
+  assert "Round 3: the data of client 'damaged'" in message and 'truncated' in message
+  assert 'state after round 2 is checkpointed' in message
+  assert Checkpointer(tmp_path).all_rounds() == [2]
+  assert not [p for p in os.listdir(tmp_path) if 'tmp' in p]
+
+
+def test_a_failed_plot_or_csv_write_leaves_no_temporary_file(tmp_path, monkeypatch):
+  import errno
+
+  from matplotlib.figure import Figure
+
+  from fedjax_like.simulation import writers
+
+  def full_disk(self, name, **kwargs):
+    with open(name, 'wb') as f:
+      f.write(b'\x89PNG partial')
+    raise OSError(errno.ENOSPC, 'No space left on device')
+
+  monkeypatch.setattr(Figure, 'savefig', full_disk)
+  history = [{'round': 1, 'client_work/train/accuracy': 0.5}]
+  with pytest.raises(OSError, match='No space left'):
+    writers.plot_curves(history, tmp_path / 'curves.png')
+
+  def full_fsync(fd):
+    raise OSError(errno.ENOSPC, 'No space left on device')
+
+  monkeypatch.setattr(os, 'fsync', full_fsync)
+  with pytest.raises(OSError, match='No space left'):
+    writers.CsvWriter(tmp_path / 'metrics.csv').start(0, [])
+  assert os.listdir(tmp_path) == []

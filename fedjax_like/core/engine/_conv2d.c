@@ -335,15 +335,19 @@ static XLA_FFI_Error *error(const XLA_FFI_Api *api, const char *msg) {
 
 /* Answers XLA's metadata query; returns 1 when the call was one. */
 static int metadata(XLA_FFI_CallFrame *frame) {
-  XLA_FFI_Extension_Base *ext = frame->extension_start;
+  /* The extension's type is XLA_FFI_Extension_Base up to jaxlib 0.10, XLA_FFI_InternalExtension
+     after (same layout): name it through the field. */
+  __typeof__(frame->extension_start) ext = frame->extension_start;
   if (!ext || ext->type != XLA_FFI_Extension_Metadata) return 0;
   XLA_FFI_Metadata *m = ((XLA_FFI_Metadata_Extension *)ext)->metadata;
   m->api_version.struct_size = XLA_FFI_Api_Version_STRUCT_SIZE;
   m->api_version.extension_start = 0;
   m->api_version.major_version = XLA_FFI_API_MAJOR;
   m->api_version.minor_version = XLA_FFI_API_MINOR;
-  m->traits = 0;
-  m->state_type_id.type_id = 0;
+  /* traits = 0, and every later field zeroed without naming it: newer headers add
+     state_type_id (unknown), older ones (jaxlib 0.6, FFI API 0.1) end at traits. */
+  char *rest = (char *)&m->traits;
+  for (size_t i = 0; i < sizeof(*m) - offsetof(XLA_FFI_Metadata, traits); i++) rest[i] = 0;
   return 1;
 }
 

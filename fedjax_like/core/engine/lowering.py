@@ -39,13 +39,16 @@ from typing import Any
 
 import jax
 import jax.extend.core as jex
-import numpy as np
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from fedjax_like.core.engine import native
 
 PyTree = Any
+# jax < 0.7 (the newest jax on Python 3.10 is 0.6.2) has these in jax.core only, not jax.extend.core.
+_DropVar = getattr(jex, 'DropVar', None) or jax.core.DropVar
+_jaxprs_in_params = getattr(jex, 'jaxprs_in_params', None) or jax.core.jaxprs_in_params
 _NESTED_CALLS = ('pjit', 'jit', 'closed_call', 'core_call')
 
 
@@ -307,7 +310,7 @@ def _eval_jaxpr(jaxpr, consts, *args, conv=_conv_im2col):
       if not eqn.primitive.multiple_results:
         outvals = [outvals]
     for var, val in zip(eqn.outvars, outvals):
-      if not isinstance(var, jex.DropVar):
+      if not isinstance(var, _DropVar):
         env[var] = val
   return [read(v) for v in jaxpr.outvars]
 
@@ -319,7 +322,7 @@ def has_convolution(fn: Callable, *args) -> bool:
     for eqn in jaxpr.eqns:
       if eqn.primitive.name == 'conv_general_dilated':
         return True
-      if any(scan(getattr(sub, 'jaxpr', sub)) for sub in jex.jaxprs_in_params(eqn.params)):
+      if any(scan(getattr(sub, 'jaxpr', sub)) for sub in _jaxprs_in_params(eqn.params)):
         return True
     return False
 
