@@ -28,11 +28,14 @@ def _field(default: Any, help_text: str) -> Any:
 
 @dataclasses.dataclass
 class AggregatorConfig:
-  kind: Literal['mean', 'robust', 'dp', 'secure'] = _field(
+  kind: Literal['mean', 'robust', 'dp', 'secure', 'compression', 'median', 'trimmed_mean',
+                'krum', 'geometric_median'] = _field(
       'mean',
       "'mean' (the algorithm's weighted or unweighted mean); 'robust' (TFF's robust_aggregator); "
       "'dp' (TFF's dp_aggregator: adaptive clipping and Gaussian noise, unweighted); 'secure' "
-      "(TFF's secure_aggregator).",
+      "(TFF's secure_aggregator); 'compression' (TFF's compression_aggregator: 8-bit quantization "
+      "of large tensors); 'median', 'trimmed_mean', 'krum', 'geometric_median' (robust to "
+      'poisoning; unweighted, each holds every client\'s update).',
   )
   zeroing: bool = _field(True, 'robust, dp, secure: adaptive zeroing of very large updates.')
   clipping: bool = _field(True, 'robust, secure: adaptive L2 clipping.')
@@ -45,6 +48,9 @@ class AggregatorConfig:
       'num_rounds cannot change on resume).',
   )
   delta: float = _field(1e-5, 'dp: the delta epsilon is reported (and calibrated) at.')
+  trim_fraction: float = _field(0.1, 'trimmed_mean: the fraction cut at each end, in [0, 0.5).')
+  num_byzantine: int = _field(1, 'krum: f, the attackers tolerated (cohort > 2 f + 2).')
+  num_selected: int = _field(1, 'krum: m, the best-scored updates averaged (1: Krum; > 1: Multi-Krum).')
   accountant: Literal['rdp', 'pld'] = _field(
       'rdp', "dp: 'rdp' (fast) or 'pld' (tighter; Poisson sampling only) accounting."
   )

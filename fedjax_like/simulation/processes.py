@@ -22,8 +22,10 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from fedjax_like import aggregators
 from fedjax_like.learning import algorithms
 from fedjax_like.learning.model_update_aggregator import (
+    compression_aggregator,
     dp_aggregator,
     robust_aggregator,
     secure_aggregator,
@@ -60,6 +62,13 @@ AGGREGATORS: dict[str, tuple[Callable[[Any, AggregatorContext], Any], bool]] = {
     'dp': (_dp, True),
     'secure': (lambda agg, ctx: secure_aggregator(
         zeroing=agg.zeroing, clipping=agg.clipping, weighted=ctx.weighted), False),
+    'compression': (lambda agg, ctx: compression_aggregator(
+        zeroing=agg.zeroing, clipping=agg.clipping, weighted=ctx.weighted, seed=ctx.seed), False),
+    # Not sums: they hold every client's update (memory O(cohort x model)); unweighted.
+    'median': (lambda agg, ctx: aggregators.MedianFactory(), True),
+    'trimmed_mean': (lambda agg, ctx: aggregators.TrimmedMeanFactory(agg.trim_fraction), True),
+    'krum': (lambda agg, ctx: aggregators.KrumFactory(agg.num_byzantine, agg.num_selected), True),
+    'geometric_median': (lambda agg, ctx: aggregators.GeometricMedianFactory(weighted=False), True),
 }
 
 

@@ -36,6 +36,11 @@ CASES = [
     ('mime_lite', 'mean', 'mime_lite', None, True),
     ('mime_lite_unweighted', 'secure', 'mime_lite', None, False),
     ('fed_avg', 'secure', 'fed_avg', None, False),
+    ('fed_avg', 'compression', 'fed_avg', None, False),
+    ('fed_avg_unweighted', 'median', 'fed_avg', 'aggregator/num_clients_non_finite', True),
+    ('fed_avg_unweighted', 'trimmed_mean', 'fed_avg', None, False),
+    ('fed_avg_unweighted', 'krum', 'fed_avg', None, False),
+    ('fed_avg_unweighted', 'geometric_median', 'fed_avg', None, False),
 ]
 
 
