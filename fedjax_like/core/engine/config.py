@@ -43,7 +43,7 @@ class ExecutionConfig:
     max_lanes: the most lanes per device the ``lanes`` runner packs (default 256).
     stream: stream the cohort's data from the host chunk by chunk (:mod:`.stream`): True, False,
       or None (when its packed blocks would exceed ``stream_bytes``, on one device).
-    stream_chunk: clients per streamed chunk (default 128).
+    stream_chunk: clients per streamed chunk (default: as many as fit in 64 MiB).
     stream_bytes: the packed size above which ``stream=None`` streams (default 1 GiB).
   """
 

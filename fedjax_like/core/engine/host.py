@@ -187,9 +187,12 @@ def _run_streamed(runtime, fn, key, replicated, source, per_client, stacked_by) 
       (np.asarray(rows), budget if budget is not None else max(int(steps[rows].max()), 1))
       for rows, budget in layout.blocks
   )
-  chunks, segments = stream.plan_chunks(blocks, runtime.config.stream_chunk or stream.STREAM_CHUNK)
   order = np.concatenate([rows for rows, _ in blocks])
   probe_batches, probe_mask = source.take(order[:1], None)
+  step_bytes = sum(np.asarray(x).nbytes for x in jax.tree.leaves((probe_batches, probe_mask)))
+  step_bytes //= max(np.shape(probe_mask)[1], 1)
+  chunks, segments = stream.plan_chunks(
+      blocks, lambda steps: stream.chunk_clients(steps, step_bytes, runtime.config.stream_chunk))
   step_type = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x)[2:], np.asarray(x).dtype),
                            (probe_batches, probe_mask))
   spec = stream.StreamSpec(segments, step_type, int(order.size))

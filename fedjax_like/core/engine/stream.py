@@ -4,7 +4,8 @@ A cohort whose packed blocks would exceed the runtime's host budget (10,000 EMNI
 are about 7 GB of pixels) is not packed up front. The round is compiled over a *streamed*
 :class:`~.lanes.CohortData` that carries no client data, only the plan: ``segments``, one per step
 group of the layout, each ``num_chunks`` chunks of ``chunk`` clients padded to the group's step
-budget (a block's remainder is a segment of its own, one smaller chunk, so positions are the
+budget, as many clients as fit in 64 MiB (a block's remainder is a segment of its own, one
+smaller chunk, so positions are the
 cohort's own and nothing is padded). Inside the compiled round the engine loops over each
 segment's chunks; each iteration
 fetches its chunk from the host with ``io_callback`` (``[chunk, budget, batch, ...]``), runs it
@@ -34,7 +35,7 @@ import numpy as np
 from jax.experimental import io_callback
 
 PyTree = Any
-STREAM_CHUNK = 128  # clients per chunk (ExecutionConfig.stream_chunk)
+STREAM_CHUNK_BYTES = 64 << 20  # a chunk's packed data at most (unless stream_chunk is given)
 STREAM_BYTES = 1 << 30  # a packed cohort above this streams (ExecutionConfig.stream_bytes)
 
 
@@ -127,19 +128,28 @@ def _fetch(token, segment, k, *, spec: StreamSpec):
   return feeder.fetch(int(segment), int(k))
 
 
-def plan_chunks(blocks, chunk: int) -> tuple[list[list[np.ndarray]], tuple]:
+def chunk_clients(num_steps: int, step_bytes: int, chunk: int | None) -> int:
+  """Clients per chunk of a block of ``num_steps`` steps: ``chunk`` when given, else as many as
+  fit in :data:`STREAM_CHUNK_BYTES`."""
+  if chunk:
+    return int(chunk)
+  return max(1, STREAM_CHUNK_BYTES // max(int(num_steps) * int(step_bytes), 1))
+
+
+def plan_chunks(blocks, chunk) -> tuple[list[list[np.ndarray]], tuple]:
   """``(rows of each chunk per segment, segments)`` for the layout's blocks ``((rows,
-  num_steps), ...)``: each block cut into chunks of ``chunk`` clients, its remainder a segment of
-  one smaller chunk."""
+  num_steps), ...)``: each block cut into chunks of ``chunk`` clients (an int, or a function of
+  the block's ``num_steps``), its remainder a segment of one smaller chunk."""
   chunks, segments = [], []
   for rows, steps in blocks:
+    size = chunk(steps) if callable(chunk) else chunk
     rows = np.asarray(rows, np.int64)
-    full, rest = divmod(rows.size, chunk)
+    full, rest = divmod(rows.size, size)
     if full:
-      chunks.append(list(rows[: full * chunk].reshape(full, chunk)))
-      segments.append((full, chunk, int(steps)))
+      chunks.append(list(rows[: full * size].reshape(full, size)))
+      segments.append((full, size, int(steps)))
     if rest:
-      chunks.append([rows[full * chunk:]])
+      chunks.append([rows[full * size:]])
       segments.append((1, rest, int(steps)))
   return chunks, tuple(segments)
 
