@@ -7,7 +7,8 @@
 - :class:`Checkpointer` (:mod:`.checkpoint`): orbax checkpoints, committed atomically.
 - :class:`CsvWriter`, :class:`TensorBoardWriter`, :class:`CurvePlot` (:mod:`.writers`).
 - :mod:`.config`, :mod:`.experiment`, :mod:`.cli`: ``fedjax-like train --config FILE``;
-  :mod:`.datasets`: each ``--data.dataset`` as its TFF baseline task (:mod:`.baselines`).
+  :mod:`.datasets`: each ``--data.dataset`` as its TFF baseline task (:mod:`.baselines`), and
+  tensorflow-datasets classification datasets (:mod:`.tfds_task`).
 - :func:`load_run` (:mod:`.runs`): a run directory's config, process and final state.
 """
 

@@ -13,7 +13,10 @@ arrays are TFF's, and nothing here knows a dataset's feature names (models for
 - ``shakespeare``: next-character prediction; the character LSTM;
 - ``stackoverflow_word``: next-word prediction; the word LSTM;
 - ``stackoverflow_tag``: tag prediction; the tag logistic regression;
-- ``cifar100``: image classification of 24x24 crops; ResNet-18 with group norm.
+- ``cifar100``: image classification of 24x24 crops; ResNet-18 with group norm;
+- ``tfds``: a tensorflow-datasets image or text classification dataset split into clients
+  (:mod:`fedjax_like.simulation.tfds_task`: images scaled to [0, 1] for a zoo image classifier,
+  texts as a bag of words for a logistic regression).
 
 A client's training batches in round ``r`` are the task's preprocessing (shuffle, repeat
 ``training.client_epochs``, take ``training.max_client_examples``, map, batch
@@ -117,9 +120,12 @@ def _baseline_task(data, model, spec: ClientSpec) -> tuple[BaselineTask, Model |
     task = baselines.emnist.create_character_recognition_task_from_datasets(
         spec, None, 'cnn_dropout', classes == 10, train, test)
     return task, _image_model(model_name, classes)
+  if name == 'tfds':
+    from fedjax_like.simulation import tfds_task
+    return tfds_task.create_task(data, model, spec), None
   if model.name != 'auto':
     raise ConfigError(
-        f"model.name = '{model.name}' is an image classifier for digits and emnist; "
+        f"model.name = '{model.name}' is an image classifier for digits, emnist and tfds; "
         f"data.dataset = '{name}' trains its own model: set model.name = 'auto'."
     )
   if name == 'shakespeare':
@@ -137,8 +143,6 @@ def _baseline_task(data, model, spec: ClientSpec) -> tuple[BaselineTask, Model |
     task = baselines.cifar100.create_image_classification_task(
         spec, crop_height=data.crop_size, crop_width=data.crop_size,
         distort_train_images=data.distort_train_images, num_groups=model.num_groups, **kwargs)
-  # ---- 'tfds': the tensorflow-datasets source (fl.data.tfds) plugs in here, as a branch that
-  # ---- builds its BaselineTask from DataConfig's tfds options.
   else:
     raise ConfigError(f"data.dataset = '{name}' is not a known dataset.")
   return task, None

@@ -60,7 +60,7 @@ REDDI = {
 @pytest.mark.parametrize('name', sorted(REDDI))
 def test_reddi_et_al_configs(name):
   dataset, clients, batch, rounds, cap, client_lr, server, server_lr, eps, published = REDDI[name]
-  config = load_config(str(ROOT / 'configs' / name))
+  config = load_config(str(ROOT / 'fedjax_like' / 'configs' / name))
   t = config.training
   assert (config.data.dataset, config.model.name, config.seed) == (dataset, 'auto', 1)
   assert (t.clients_per_round, t.batch_size, t.num_rounds, t.client_epochs) == (
