@@ -11,12 +11,14 @@ Write a federated algorithm as a Python function of placed values and decorate i
     average(xs)                    # xs: [num_clients, ...]
     print(average.type_signature)  # ({float32[3]}@CLIENTS -> float32[3]@SERVER)
 
-:mod:`~fedjax_like.core.placements` holds the types, :mod:`~fedjax_like.core.intrinsics` the
-communication operators, :mod:`~fedjax_like.core.computation` the decorator and
-:mod:`~fedjax_like.core.engine` the engine that runs the clients (reached through its small
-protocol: :class:`~fedjax_like.core.engine.Program`, :class:`~fedjax_like.core.engine.ClientLoop`,
-``engine.map`` / ``engine.sum``); :mod:`~fedjax_like.core.cohort` keeps the engine's names under
-their former home.
+:mod:`~fedjax_like.core.placements` holds the types, :mod:`~fedjax_like.core.values` the placed
+values, :mod:`~fedjax_like.core.intrinsics` the communication operators (with
+:mod:`~fedjax_like.core.secure_sum` and :mod:`~fedjax_like.core.sequences`),
+:mod:`~fedjax_like.core.passes` the lazy reductions that run together in one engine pass,
+:mod:`~fedjax_like.core.computation` the decorator and :mod:`~fedjax_like.core.engine` the engine
+that runs the clients (reached through its small protocol: :class:`~fedjax_like.core.engine.Program`,
+:class:`~fedjax_like.core.engine.ClientLoop`, :func:`~fedjax_like.core.engine.combine`,
+``engine.run``); :mod:`~fedjax_like.core.cohort` keeps the engine's names under their former home.
 """
 
 from fedjax_like.core import engine, tree  # noqa: I001 (the engine first: values need it)
@@ -36,7 +38,6 @@ from fedjax_like.core.intrinsics import (
     federated_value,
     federated_zip,
     num_real_clients,
-    sequence_reduce,
 )
 from fedjax_like.core.placements import (
     CLIENTS,
@@ -47,6 +48,7 @@ from fedjax_like.core.placements import (
     type_at_clients,
     type_at_server,
 )
+from fedjax_like.core.sequences import sequence_reduce
 from fedjax_like.core.values import FederatedValue
 
 __all__ = [

@@ -16,7 +16,6 @@ The operators check placements when they are called (inside ``jax.jit`` or a
 ``federated_aggregate(x, zero, acc,        ``report(merge(...accumulate(zero, x_i)...))@SERVER``
 merge, report)``
 ``federated_secure_sum({x}, bitwidth)``    ``(sum_i x_i mod 2**bitwidth)@SERVER`` (+ overflow)
-``sequence_reduce(seq, zero, op)``         a fold over one client's ``[steps, ...]`` batches
 =========================================  =================================================
 
 Ragged cohorts: a per-client value may carry a client mask (False for padding clients); every
@@ -354,71 +353,6 @@ def federated_aggregate(
   return FederatedValue(report(merged), SERVER, engine=value.engine, scope=value.scope)
 
 
-def _fold(sequence: PyTree, zero: PyTree, op: Callable, mask: jax.Array | None) -> PyTree:
-  """One client's fold (inside a client function): a ``scan`` skipping maskless steps."""
-  zero = jax.tree.map(jnp.asarray, zero)
-  if mask is None:
-    return jax.lax.scan(lambda acc, x: (op(acc, x), None), zero, sequence)[0]
-  mask = jnp.asarray(mask)
-  valid = mask.reshape(mask.shape[0], -1).any(axis=1)
-
-  def step(acc, inputs):
-    element, keep = inputs
-    return tree.where(keep, op(acc, element), acc), None
-
-  return jax.lax.scan(step, zero, (sequence, valid))[0]
-
-
-def _fold_loop(zero: PyTree, op: Callable) -> ClientLoop:
-  """``sequence_reduce`` as a client loop: the engine steps over the real steps only."""
-  zero = jax.tree.map(jnp.asarray, zero)
-  return ClientLoop(lambda shared, client_input: zero, lambda acc, x, m: op(acc, x),
-                    lambda shared, acc: acc)
-
-
-def sequence_reduce(
-    sequence: Any,
-    zero: PyTree,
-    op: Callable[[PyTree, PyTree], PyTree],
-    mask: Any = None,
-) -> Any:
-  """A fold over a client's sequence of batches: ``acc = op(acc, batch)`` for each step.
-
-  Over a federated sequence it is a :class:`~fedjax_like.core.engine.ClientLoop`, so the engine
-  owns the loop (and runs only the steps with a real element); inside a client function it is a
-  plain ``scan``.
-
-  Args:
-    sequence: one client's pytree of ``[steps, ...]`` arrays (inside a ``federated_map``), or a
-      per-client ``{T*}@CLIENTS`` value of ``[num_clients, steps, ...]`` leaves.
-    zero: the initial accumulator (a non-federated pytree).
-    op: ``(accumulator, element) -> accumulator``; ``element`` is one step's slice. To weigh
-      examples inside a batch, put the example mask in the sequence: ``((x, y), mask)``.
-    mask: ``[steps]`` or ``[steps, ...]`` (``{...}@CLIENTS`` for a federated sequence): a step
-      with no True entry leaves the accumulator unchanged (padding steps are inert).
-
-  Returns:
-    The final accumulator, or ``{A}@CLIENTS`` for a federated sequence.
-  """
-  if isinstance(sequence, FederatedValue):
-    expect_per_client('sequence_reduce', sequence)
-    seq = sequence.value
-    if mask is None:
-      steps = jax.tree.leaves(seq)[0].shape[:2]
-      steps_mask = jnp.ones(steps, bool)
-    else:
-      expect_per_client('sequence_reduce (mask)', mask)
-      steps_mask = jnp.asarray(mask.value).reshape(mask.value.shape[:2] + (-1,))
-    unit = FederatedValue((), CLIENTS, all_equal=True)
-    data = FederatedValue((seq, steps_mask), CLIENTS, mask=combined_mask(
-        (sequence,) if mask is None else (sequence, mask)), engine=sequence.engine,
-        scope=sequence.scope)
-    return federated_map(_fold_loop(zero, op), (unit, unit, data))
-  if isinstance(mask, FederatedValue):
-    raise TypeError(f'sequence_reduce of a non-federated sequence got a mask {describe(mask)}.')
-  return _fold(sequence, zero, op, mask)
-
-
 def num_real_clients(value: FederatedValue) -> jax.Array:
   """The number of unmasked clients of a per-client value's cohort, as an int32 scalar."""
   expect_per_client('num_real_clients', value)
@@ -442,5 +376,4 @@ __all__ = [
     'federated_value',
     'federated_zip',
     'num_real_clients',
-    'sequence_reduce',
 ]

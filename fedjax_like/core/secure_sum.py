@@ -21,7 +21,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from fedjax_like.core.placements import SERVER
 from fedjax_like.core.values import FederatedValue, expect_per_client, reduce_to_server
 
 PyTree = Any

@@ -43,8 +43,6 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
 from fedjax_like.core.engine import Runtime, default_runtime
 from fedjax_like.data.dataset import BatchedDataset

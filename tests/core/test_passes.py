@@ -52,8 +52,8 @@ def test_labeled_blocks_name_their_stack_requests_and_bad_reduce_is_refused():
   scope = PassScope()
   x, _ = _values(scope)
   with scope.labeled('the aggregator X'):
-    federated_map(lambda v: v + 1, x).value
-  federated_map(lambda v: v - 1, x).value
+    _ = federated_map(lambda v: v + 1, x).value
+  _ = federated_map(lambda v: v - 1, x).value
   assert scope.stacked_by == ('the aggregator X',)
   with pytest.raises(ValueError, match="'sum' or 'stack'"):
     scope.request(Program.of_function(lambda v: v, (jnp.ones(2),), (0,)), 'max', Engine())

@@ -18,6 +18,7 @@ import jax
 
 from fedjax_like.core.engine.config import ExecutionConfig, resolve
 
+
 class CohortTooLargeError(MemoryError):
   """A compiled round needs more memory than the device has; the message names the fix."""
 

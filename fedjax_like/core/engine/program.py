@@ -193,7 +193,6 @@ def combine(programs: tuple[Program, ...], materialize: Callable[[Program], PyTr
         raise ValueError('combine: programs over different data need a materialize function.')
       p = Program.of_function(lambda x: x, (materialize(p),), (0,))
     own, merge = _flatten(p)
-    start = len(parts)
     for q in own:
       if not any(q is r for r in parts):
         parts.append(q)

@@ -43,7 +43,6 @@ import jax
 import jax.numpy as jnp
 
 from fedjax_like.aggregators.factory import tensor_type
-from fedjax_like.core.engine import ClientLoop, Program, output_type
 from fedjax_like.core import (
     CLIENTS,
     SERVER,
@@ -53,6 +52,7 @@ from fedjax_like.core import (
     federated_sum,
     federated_value,
 )
+from fedjax_like.core.engine import ClientLoop, Program, output_type
 from fedjax_like.core.values import unpack
 from fedjax_like.models.model import Model
 
