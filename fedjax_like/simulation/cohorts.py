@@ -169,6 +169,14 @@ def read_clients(client_data: ClientData, client_ids: Sequence[str], round_num: 
     raise ClientDataError(round_num, None, e) from e
 
 
+def _read_in_slices(client_data: ClientData, client_ids: Sequence[str], round_num: int,
+                    size: int = 256):
+  """The clients' datasets one at a time, read ``size`` clients at once (a cohort of any size is
+  never held on the host whole)."""
+  for start in range(0, len(client_ids), size):
+    yield from read_clients(client_data, client_ids[start:start + size], round_num)
+
+
 def _prepare(preprocess, dataset: Dataset, round_num: int) -> BatchedDataset:
   try:
     return preprocess(dataset, round_num)
@@ -178,9 +186,10 @@ def _prepare(preprocess, dataset: Dataset, round_num: int) -> BatchedDataset:
 class RoundCohort(CohortSource):
   """Round ``round_num``'s cohort, batched on demand (see the module docstring).
 
-  Each client's step count is found by batching it once; its batches are kept while the cohort's
-  kept batches stay under ``keep_bytes`` (then ``take`` reuses them), beyond that they are made
-  again when their block is packed (same seed, same batches).
+  Each client's step count is found by batching it once (clients are read 256 at a time); its
+  batches are kept while the cohort's kept batches stay under ``keep_bytes`` (then ``take`` uses
+  and drops them), beyond that they are made again when their block is packed (same seed, same
+  batches).
 
   Args:
     client_data: the training clients.
@@ -201,7 +210,7 @@ class RoundCohort(CohortSource):
     self._ids = list(client_ids)
     self._kept: dict[int, BatchedDataset] = {}
     steps, kept_bytes, self._step_bytes, self._template = [], 0, 0, None
-    for i, dataset in enumerate(read_clients(client_data, self._ids, round_num)):
+    for i, dataset in enumerate(_read_in_slices(client_data, self._ids, round_num)):
       batched = _prepare(preprocess, dataset, round_num)
       steps.append(batched.num_batches)
       if self._template is None:
@@ -227,7 +236,7 @@ class RoundCohort(CohortSource):
     made = dict(zip(fresh, (_prepare(self._preprocess, d, self._round)
                             for d in read_clients(self._data, fresh_ids, self._round))))
     empty = self._template.batches, self._template.mask[:0]
-    members = [self._kept[r] if r in self._kept else made[r] for r in real]
+    members = [self._kept.pop(r) if r in self._kept else made[r] for r in real]  # packed once
     members += [BatchedDataset(jtu.tree_map(lambda x: x[:0], empty[0]), empty[1])
                 for _ in range(rows.size - len(real))]
     longest = max(d.num_batches for d in members)
