@@ -10,6 +10,7 @@ own shards.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -27,6 +28,12 @@ def mesh(config: ExecutionConfig) -> Mesh | None:
   devices = config.devices or tuple(jax.devices())
   if config.shard is False or (config.shard is None and len(devices) < 2):
     return None
+  return _mesh_of(tuple(devices))
+
+
+@functools.lru_cache(maxsize=16)
+def _mesh_of(devices: tuple) -> Mesh:
+  # One Mesh per device tuple: building one each round costs more than the rest of placement.
   return Mesh(np.array(devices), (CLIENTS_AXIS,))
 
 
@@ -36,7 +43,12 @@ def num_shards(config: ExecutionConfig) -> int:
 
 
 def _put(tree: PyTree, sharding) -> PyTree:
-  """Host (or local) arrays -> global arrays with ``sharding``; each process supplies its shards."""
+  """Host (or local) arrays -> global arrays with ``sharding``; each process supplies its shards.
+
+  In one process this is ``jax.device_put`` (one batched transfer; a no-op for an array already
+  placed so, such as the server state of the previous round)."""
+  if jax.process_count() == 1:
+    return jax.device_put(tree, sharding)
 
   def one(x):
     x = np.asarray(x)
