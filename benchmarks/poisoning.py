@@ -30,24 +30,20 @@ sampler, one local epoch of batch-16 SGD (rate 0.1), server SGD 1.0.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
 import pathlib
-import platform
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 import fedjax_like as fl
+from benchmarks._common import environment
 from fedjax_like.aggregators import AggregationProcess, MeasuredProcessOutput, call_next
 from fedjax_like.core import CLIENTS, FederatedValue, federated_map, tree
 from fedjax_like.data import pack_cohort
@@ -204,19 +200,6 @@ def table(results: dict, attacks) -> str:
     cells += [verdict(row, clean), verdict(row, row['none'])]
     lines.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
-
-
-def environment(command: str) -> str:
-  device = jax.devices()[0]
-  return '\n'.join([
-      f'- date: {datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}',
-      f'- command: `{command}`',
-      f'- machine: {platform.platform()}, {platform.machine()}, {os.cpu_count()} CPU cores; '
-      f'JAX device: {device.platform} ({device.device_kind})',
-      f'- versions: Python {platform.python_version()}, jax {jax.__version__}, '
-      f'flax {flax.__version__}, optax {optax.__version__}, numpy {np.__version__}, '
-      f'fedjax_like {fl.__version__}',
-  ])
 
 
 READING = """\

@@ -27,7 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import fedjax_like as fl
-from benchmarks.poisoning import MLP, Logistic, environment
+from benchmarks._common import environment
+from benchmarks.poisoning import MLP, Logistic
 from fedjax_like.core import CLIENTS, FederatedValue
 from fedjax_like.data import Dataset, pack_cohort
 

@@ -1,0 +1,29 @@
+"""What the markdown reports of the benchmarks share: the environment lines."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+
+import flax
+import jax
+import numpy as np
+import optax
+
+import fedjax_like as fl
+
+
+def environment(command: str) -> str:
+  """Markdown bullets: the date, ``command``, the machine and JAX device, the versions."""
+  device = jax.devices()[0]
+  return '\n'.join([
+      f'- date: {datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}',
+      f'- command: `{command}`',
+      f'- machine: {platform.platform()}, {platform.machine()}, {os.cpu_count()} CPU cores; '
+      f'JAX device: {device.platform} ({device.device_kind})',
+      f'- versions: Python {platform.python_version()}, jax {jax.__version__}, '
+      f'flax {flax.__version__}, optax {optax.__version__}, numpy {np.__version__}, '
+      f'fedjax_like {fl.__version__}',
+  ])
+
