@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import fedjax_like as fl
-from benchmarks._common import environment
+from benchmarks._common import environment, write_section
 from fedjax_like.aggregators import AggregationProcess, MeasuredProcessOutput, call_next
 from fedjax_like.core import CLIENTS, FederatedValue, federated_map, tree
 from fedjax_like.data import pack_cohort
@@ -269,16 +269,7 @@ def main(argv=None) -> None:
       results['_run']['environment'],
   ]) + '\n'
   if not args.no_write:
-    text = RESULTS.read_text()
-    marker = '## 4. Aggregators under poisoning'
-    if marker in text:
-      head, _, rest = text.partition(marker)
-      tail = rest[rest.find('\n## ') + 1:] if '\n## ' in rest else ''
-      text = head + report + ('\n' + tail if tail else '')
-    else:
-      text = text.rstrip('\n') + '\n\n' + report
-    RESULTS.write_text(text)
-    print(f'wrote {RESULTS}', file=sys.stderr)
+    write_section(RESULTS, '## 4. Aggregators under poisoning', report)
 
 
 if __name__ == '__main__':
