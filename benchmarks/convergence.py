@@ -21,21 +21,17 @@ cores.
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
 import pathlib
-import platform
 import sys
 import time
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 import fedjax_like as fl
+from benchmarks._common import environment
 from fedjax_like.data import pack_cohort
 
 NUM_CLIENTS, ALPHA, COHORT, BATCH = 30, 0.3, 10, 16
@@ -147,19 +143,6 @@ def table(rows: list[dict], checkpoints: list[int]) -> str:
     cells += [f'{row["train_loss"]:.3f}', f'{row["personalized"]:.3f}', f'{row["seconds"]:.1f}']
     lines.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
-
-
-def environment(command: str) -> str:
-  device = jax.devices()[0]
-  return '\n'.join([
-      f'- date: {datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}',
-      f'- command: `{command}`',
-      f'- machine: {platform.platform()}, {platform.machine()}, {os.cpu_count()} CPU cores; '
-      f'JAX device: {device.platform} ({device.device_kind})',
-      f'- versions: Python {platform.python_version()}, jax {jax.__version__}, '
-      f'flax {flax.__version__}, optax {optax.__version__}, numpy {np.__version__}, '
-      f'fedjax_like {fl.__version__}',
-  ])
 
 
 def main(argv=None) -> None:

@@ -30,24 +30,20 @@ sampler, one local epoch of batch-16 SGD (rate 0.1), server SGD 1.0.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
 import pathlib
-import platform
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 import fedjax_like as fl
+from benchmarks._common import environment, write_section
 from fedjax_like.aggregators import AggregationProcess, MeasuredProcessOutput, call_next
 from fedjax_like.core import CLIENTS, FederatedValue, federated_map, tree
 from fedjax_like.data import pack_cohort
@@ -206,19 +202,6 @@ def table(results: dict, attacks) -> str:
   return '\n'.join(lines)
 
 
-def environment(command: str) -> str:
-  device = jax.devices()[0]
-  return '\n'.join([
-      f'- date: {datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}',
-      f'- command: `{command}`',
-      f'- machine: {platform.platform()}, {platform.machine()}, {os.cpu_count()} CPU cores; '
-      f'JAX device: {device.platform} ({device.device_kind})',
-      f'- versions: Python {platform.python_version()}, jax {jax.__version__}, '
-      f'flax {flax.__version__}, optax {optax.__version__}, numpy {np.__version__}, '
-      f'fedjax_like {fl.__version__}',
-  ])
-
-
 READING = """\
 - The plain mean leaves non-finite updates out (weight 0, counted in `num_clients_non_finite`), as
   TFF's client work does, so NaN updates do not hurt it; 100x and -4x updates ruin it.
@@ -286,16 +269,7 @@ def main(argv=None) -> None:
       results['_run']['environment'],
   ]) + '\n'
   if not args.no_write:
-    text = RESULTS.read_text()
-    marker = '## 4. Aggregators under poisoning'
-    if marker in text:
-      head, _, rest = text.partition(marker)
-      tail = rest[rest.find('\n## ') + 1:] if '\n## ' in rest else ''
-      text = head + report + ('\n' + tail if tail else '')
-    else:
-      text = text.rstrip('\n') + '\n\n' + report
-    RESULTS.write_text(text)
-    print(f'wrote {RESULTS}', file=sys.stderr)
+    write_section(RESULTS, '## 4. Aggregators under poisoning', report)
 
 
 if __name__ == '__main__':

@@ -27,7 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import fedjax_like as fl
-from benchmarks.poisoning import MLP, Logistic, environment
+from benchmarks._common import environment, write_section
+from benchmarks.poisoning import MLP, Logistic
 from fedjax_like.core import CLIENTS, FederatedValue
 from fedjax_like.data import Dataset, pack_cohort
 
@@ -159,15 +160,7 @@ def main(argv=None) -> None:
       environment(command) + f'\n- total wall time: {time.perf_counter() - start:.0f} s',
   ]) + '\n'
   if not args.no_write:
-    text = RESULTS.read_text()
-    if MARKER in text:
-      head, _, rest = text.partition(MARKER)
-      tail = rest[rest.find('\n## ') + 1:] if '\n## ' in rest else ''
-      text = head + report + ('\n' + tail if tail else '')
-    else:
-      text = text.rstrip('\n') + '\n\n' + report
-    RESULTS.write_text(text)
-    print(f'wrote {RESULTS}', file=sys.stderr)
+    write_section(RESULTS, MARKER, report)
 
 
 if __name__ == '__main__':

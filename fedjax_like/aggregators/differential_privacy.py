@@ -262,11 +262,10 @@ def _noised_mean(state, summed, stddev, clients_per_round):
   return mean, jax.random.key_data(next_key)
 
 
-def _fixed_form(noise_multiplier, clients_per_round, clip, key):
-  stddev = noise_multiplier * clip
-
-  def initialize():
-    return {'noise_key': key}
+def _fixed_clip(clip):
+  """``(prepare, work)`` of a map-reduce form that sums client values clipped to a fixed L2 norm
+  ``clip`` (weights ignored): ``prepare`` broadcasts the norm, ``work`` clips with
+  :func:`clip_for_dp`."""
 
   def prepare(state):
     del state
@@ -275,6 +274,16 @@ def _fixed_form(noise_multiplier, clients_per_round, clip, key):
   def work(clip_norm, value, weight):
     del weight
     return clip_for_dp(value, clip_norm)[0]
+
+  return prepare, work
+
+
+def _fixed_form(noise_multiplier, clients_per_round, clip, key):
+  stddev = noise_multiplier * clip
+  prepare, work = _fixed_clip(clip)
+
+  def initialize():
+    return {'noise_key': key}
 
   def report(state, summed):
     mean, next_key = _noised_mean(state, summed, jnp.asarray(stddev, _F32), clients_per_round)

@@ -184,6 +184,16 @@ def _check_clients_value(name: str, what: str, value, expected: PyTree | None) -
     )
 
 
+def _check_weight(name: str, weight, hint: str = '') -> None:
+  """A TypeError unless a weighted aggregator's ``weight`` is given as ``{float}@CLIENTS``;
+  ``hint`` ends the missing-weight message (e.g. ``' (or use X(weighted=False))'``)."""
+  if weight is None:
+    raise TypeError(
+        f'Aggregator {name!r} is weighted: next(state, value, weight) needs weights{hint}.'
+    )
+  _check_clients_value(name, 'the weight', weight, None)
+
+
 def ready(value: FederatedValue):
   """A SERVER value's pytree when it is computed already, else the (lazy) value itself."""
   return value if value.is_lazy else value.value
@@ -254,11 +264,7 @@ def build_map_reduce_aggregation(
     _check_clients_value(name, 'the value', value, value_type)
     prepared = federated_broadcast(federated_value(form.prepare(state), SERVER))
     if is_weighted:
-      if weight is None:
-        raise TypeError(
-            f'Aggregator {name!r} is weighted: next(state, value, weight) needs weights.'
-        )
-      _check_clients_value(name, 'the weight', weight, None)
+      _check_weight(name, weight)
       summands = federated_map(lambda b, v, w: form.work(b, v, w), (prepared, value, weight))
     else:
       summands = federated_map(lambda b, v: form.work(b, v, None), (prepared, value))

@@ -40,6 +40,7 @@ from fedjax_like.aggregators.factory import (
     AggregationProcess,
     MeasuredProcessOutput,
     _check_clients_value,
+    _check_weight,
     ready,
     tensor_type,
 )
@@ -100,10 +101,7 @@ class GeometricMedianFactory:
     def next_fn(state, value: FederatedValue, weight: FederatedValue | None = None):
       _check_clients_value(name, 'the value', value, value_type)
       if weighted:
-        if weight is None:
-          raise TypeError(f'Aggregator {name!r} is weighted: next(state, value, weight) needs '
-                          'weights (or use GeometricMedianFactory(weighted=False)).')
-        _check_clients_value(name, 'the weight', weight, None)
+        _check_weight(name, weight, ' (or use GeometricMedianFactory(weighted=False))')
         stacked, valid, counts, alphas = stacked_valid(value, weight)
       else:
         stacked, valid, counts, _ = stacked_valid(value)

@@ -45,7 +45,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from fedjax_like.aggregators.differential_privacy import clip_for_dp
+from fedjax_like.aggregators.differential_privacy import _fixed_clip
 from fedjax_like.aggregators.factory import (
     AggregationProcess,
     MapReduceForm,
@@ -60,7 +60,6 @@ from fedjax_like.aggregators.quantile_estimation import (
 )
 
 PyTree = Any
-_F32 = jnp.float32
 
 
 def _jax_privacy():
@@ -163,18 +162,11 @@ class BandedMatrixFactorizationFactory:
         prng_key=key,
     )
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), value_type)
-    clip, divisor, num_rounds = self.l2_norm_clip, self.clients_per_round, self.num_rounds
+    divisor, num_rounds = self.clients_per_round, self.num_rounds
+    prepare, work = _fixed_clip(self.l2_norm_clip)
 
     def initialize():
       return {'noise_state': privatizer.init(zeros), 'round': jnp.zeros((), jnp.int32)}
-
-    def prepare(state):
-      del state
-      return jnp.asarray(clip, _F32)
-
-    def work(clip_norm, value, weight):
-      del weight
-      return clip_for_dp(value, clip_norm)[0]
 
     def report(state, summed):
       noised, noise_state = privatizer.update(summed, state['noise_state'])

@@ -33,6 +33,7 @@ from fedjax_like.aggregators.factory import (
     MapReduceForm,
     MeasuredProcessOutput,
     _check_clients_value,
+    _check_weight,
     build_map_reduce_aggregation,
     ready,
     tensor_type,
@@ -112,10 +113,7 @@ def _inner_sum_mean(value_type, value_sum_factory, weight_sum_factory, weighted:
     def next_fn(state, value: FederatedValue, weight: FederatedValue | None = None):
       _check_clients_value(name, 'the value', value, value_type)
       if weighted:
-        if weight is None:
-          raise TypeError(f'Aggregator {name!r} is weighted: next(state, value, weight) needs '
-                          'weights.')
-        _check_clients_value(name, 'the weight', weight, None)
+        _check_weight(name, weight)
         per_client = federated_map(terms, (value, weight))
       else:
         per_client = federated_map(lambda v: terms(v, None), value)

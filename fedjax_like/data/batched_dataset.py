@@ -19,7 +19,7 @@ import jax.tree_util as jtu
 import numpy as np
 from jax import ShapeDtypeStruct
 
-from fedjax_like.data.dataset import Dataset, _forever, _num_examples, _positive, _Staged
+from fedjax_like.data.dataset import Dataset, _num_examples, _Staged
 
 PyTree = Any
 
@@ -63,6 +63,9 @@ class BatchedDataset(_Staged):
 
   def _with(self, batches, mask) -> BatchedDataset:
     return BatchedDataset(batches, mask, client_id=self.client_id)
+
+  def _of(self, pair: tuple[PyTree, np.ndarray]) -> BatchedDataset:
+    return self._with(*pair)
 
   def _derived(self, fn) -> BatchedDataset:
     return self._stage(self._with(*fn((self.batches, self.mask))), fn)
@@ -134,27 +137,12 @@ class BatchedDataset(_Staged):
   def repeat(self, count: int | None = None, name: str | None = None) -> BatchedDataset:
     """The batches ``count`` times over, each repetition a new iteration (short batches kept)."""
     del name
-    if count is None or count == -1:
-      raise _forever('repeat')
-    count = _positive(count, 'repeat(count)')
-
-    def repeated(j):
-      parts = [self._iteration(j * count + i) for i in range(count)]
-      return jtu.tree_map(lambda *xs: np.concatenate(xs), *parts)
-
-    out = self._with(*repeated(0))
-    if self._iterations is not None:
-      out._iterations = repeated
-    return out
+    return self._repeat(count)
 
   def take(self, count: int, name: str | None = None) -> BatchedDataset:
     """The first ``count`` batches (all when -1)."""
     del name
-    if count == -1:
-      return self
-    if not isinstance(count, (int, np.integer)) or count < 0:
-      raise ValueError(f'take(count) needs a non-negative integer or -1; got {count!r}.')
-    return self._derived(lambda pair: jtu.tree_map(lambda a: a[:count], pair))
+    return self._take(count)
 
   def unbatch(self, name: str | None = None) -> Dataset:
     """The real examples, in order, as a :class:`Dataset` (padding dropped)."""

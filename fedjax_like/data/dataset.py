@@ -92,6 +92,37 @@ class _Staged:
       out._iterations = lambda k: fn(self._iteration(k))
     return out
 
+  def _of(self, arrays: PyTree):
+    """A dataset of this kind whose first iteration is ``arrays`` (as ``_iteration`` returns)."""
+    raise NotImplementedError
+
+  def _derived(self, fn: Callable[[PyTree], PyTree]):
+    """``_of(fn(first iteration))``, applying ``fn`` to later iterations too."""
+    raise NotImplementedError
+
+  def _repeat(self, count: int | None):
+    """``repeat(count)`` of either kind: ``count`` iterations, one after the other."""
+    if count is None or count == -1:
+      raise _forever('repeat')
+    count = _positive(count, 'repeat(count)')
+
+    def repeated(j):
+      parts = [self._iteration(j * count + i) for i in range(count)]
+      return jtu.tree_map(lambda *xs: np.concatenate(xs), *parts)
+
+    out = self._of(repeated(0))
+    if self._iterations is not None:
+      out._iterations = repeated
+    return out
+
+  def _take(self, count: int):
+    """``take(count)`` of either kind: the first ``count`` entries of the leading axis."""
+    if count == -1:
+      return self
+    if not isinstance(count, (int, np.integer)) or count < 0:
+      raise ValueError(f'take(count) needs a non-negative integer or -1; got {count!r}.')
+    return self._derived(lambda arrays: jtu.tree_map(lambda a: a[:count], arrays))
+
   def prefetch(self, buffer_size: int | None = None, name: str | None = None):
     """tf.data's prefetch: nothing to do here (the data is in memory); returns the dataset."""
     del buffer_size, name
@@ -142,6 +173,9 @@ class Dataset(_Staged):
 
   def _with(self, elements: PyTree) -> Dataset:
     return Dataset(elements, client_id=self.client_id)
+
+  def _of(self, elements: PyTree) -> Dataset:
+    return self._with(elements)
 
   def _derived(self, fn: Callable[[PyTree], PyTree]) -> Dataset:
     return self._stage(self._with(fn(self.elements)), fn)
@@ -214,27 +248,12 @@ class Dataset(_Staged):
   def repeat(self, count: int | None = None, name: str | None = None) -> Dataset:
     """The examples ``count`` times over (each repetition a new iteration of this dataset)."""
     del name
-    if count is None or count == -1:
-      raise _forever('repeat')
-    count = _positive(count, 'repeat(count)')
-
-    def repeated(j):
-      parts = [self._iteration(j * count + i) for i in range(count)]
-      return jtu.tree_map(lambda *xs: np.concatenate(xs), *parts)
-
-    out = self._with(repeated(0))
-    if self._iterations is not None:
-      out._iterations = repeated
-    return out
+    return self._repeat(count)
 
   def take(self, count: int, name: str | None = None) -> Dataset:
     """The first ``count`` examples (all of them when ``count`` is -1, as in ``tf.data``)."""
     del name
-    if count == -1:
-      return self
-    if not isinstance(count, (int, np.integer)) or count < 0:
-      raise ValueError(f'take(count) needs a non-negative integer or -1; got {count!r}.')
-    return self._derived(lambda elements: jtu.tree_map(lambda a: a[:count], elements))
+    return self._take(count)
 
   def skip(self, count: int, name: str | None = None) -> Dataset:
     """All but the first ``count`` examples (none when ``count`` is -1, as in ``tf.data``)."""

@@ -100,14 +100,8 @@ def robust_aggregator(
     TypeError: when ``debug_measurements_fn`` changes the weightedness.
   """
   factory = MeanFactory() if weighted else UnweightedMeanFactory()
-  if debug_measurements_fn is not None:
-    factory = debug_measurements_fn(factory)
-    _check_debug(factory, weighted)
-  if clipping:
-    factory = _default_clipping(factory)
-  if zeroing:
-    factory = _default_zeroing(factory)
-  return factory
+  return _robust_around(factory, weighted=weighted, zeroing=zeroing, clipping=clipping,
+                        debug_measurements_fn=debug_measurements_fn)
 
 
 def dp_aggregator(
@@ -138,6 +132,28 @@ def dp_aggregator(
   )
   if zeroing:
     factory = _default_zeroing(factory)
+  return factory
+
+
+def _robust_around(
+    mean,
+    *,
+    weighted: bool,
+    zeroing: bool,
+    clipping: bool,
+    debug_measurements_fn: Callable | None = None,
+    secure_estimation: bool = False,
+):
+  """``mean`` through TFF's debug hook (its weightedness checked), then inside the default adaptive
+  clipping, inside the default adaptive zeroing (each when asked)."""
+  factory = mean
+  if debug_measurements_fn is not None:
+    factory = debug_measurements_fn(factory)
+    _check_debug(factory, weighted)
+  if clipping:
+    factory = _default_clipping(factory, secure_estimation=secure_estimation)
+  if zeroing:
+    factory = _default_zeroing(factory, secure_estimation=secure_estimation)
   return factory
 
 
@@ -187,14 +203,8 @@ def compression_aggregator(
       quantization_bits=8, threshold=20000, **kwargs
   )
   factory = MeanFactory(value_sum) if weighted else UnweightedMeanFactory(value_sum)
-  if debug_measurements_fn is not None:
-    factory = debug_measurements_fn(factory)
-    _check_debug(factory, weighted)
-  if clipping:
-    factory = _default_clipping(factory)
-  if zeroing:
-    factory = _default_zeroing(factory)
-  return factory
+  return _robust_around(factory, weighted=weighted, zeroing=zeroing, clipping=clipping,
+                        debug_measurements_fn=debug_measurements_fn)
 
 
 def secure_aggregator(*, zeroing: bool = True, clipping: bool = True, weighted: bool = True):
@@ -224,8 +234,5 @@ def secure_aggregator(*, zeroing: bool = True, clipping: bool = True, weighted: 
     )
   else:
     factory = UnweightedMeanFactory(value_sum_factory=value_sum, count_sum_factory=_secure_count())
-  if clipping:
-    factory = _default_clipping(factory, secure_estimation=True)
-  if zeroing:
-    factory = _default_zeroing(factory, secure_estimation=True)
-  return factory
+  return _robust_around(factory, weighted=weighted, zeroing=zeroing, clipping=clipping,
+                        secure_estimation=True)

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import io
 import os
-import signal
-import socket
 import sys
 
 import numpy as np
@@ -17,6 +15,8 @@ import pytest
 
 tfds = pytest.importorskip('tensorflow_datasets')
 PIL_Image = pytest.importorskip('PIL.Image')
+
+import _tfds_offline  # noqa: E402  (tests/data/, on the path by conftest.py)
 
 import fedjax_like as fl  # noqa: E402
 from fedjax_like.data import partition as P  # noqa: E402
@@ -27,62 +27,11 @@ _DEADLINE_S = 60
 _USERS = ('ann', 'bo', 'cy', 'dee')
 
 
-class _NoTensorFlow:
-  """A meta-path finder that refuses to import ``tensorflow`` and records who asked for it.
-
-  ``importlib.util.find_spec('tensorflow')`` (how etils checks whether TensorFlow is installed,
-  without importing it) is answered "not installed" and not recorded.
-  """
-
-  def __init__(self):
-    self.attempts = []
-
-  def find_spec(self, name, path=None, target=None):
-    if name.split('.')[0] != 'tensorflow':
-      return None
-    frame = sys._getframe(1)
-    while frame is not None:
-      code = frame.f_code
-      if code.co_name == 'find_spec' and 'importlib' in code.co_filename and 'util' in (
-          code.co_filename):  # importlib/util.py, or '<frozen importlib.util>'.
-        return None
-      frame = frame.f_back
-    self.attempts.append(name)
-    raise ModuleNotFoundError(f'No module named {name!r} (refused by the test)', name=name)
-
-
 @pytest.fixture(autouse=True)
 def offline(monkeypatch, tmp_path):
   """No network, no TensorFlow, no real tfds data dir, a deadline: each attempt to reach the
   network or import TensorFlow raises at once and fails the test even if tfds swallows it."""
-  attempts = []
-
-  def refuse(*args, **kwargs):
-    attempts.append(args[:2])
-    raise OSError(f'network access attempted in an offline test: {args[:2]}')
-
-  monkeypatch.setattr(socket.socket, 'connect', refuse)
-  monkeypatch.setattr(socket.socket, 'connect_ex', refuse)
-  monkeypatch.setattr(socket, 'create_connection', refuse)
-  monkeypatch.setattr(socket, 'getaddrinfo', refuse)
-  monkeypatch.setenv('TFDS_DATA_DIR', str(tmp_path / 'tfds_default'))
-  monkeypatch.setenv('NO_GCE_CHECK', 'true')
-
-  def timeout(signum, frame):
-    raise TimeoutError(f'test exceeded {_DEADLINE_S} s (waiting on the network?)')
-
-  old = signal.signal(signal.SIGALRM, timeout)
-  signal.alarm(_DEADLINE_S)
-  no_tf = _NoTensorFlow()
-  sys.meta_path.insert(0, no_tf)
-  try:
-    yield
-  finally:
-    sys.meta_path.remove(no_tf)
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
-  assert not attempts, f'the test tried to reach the network: {attempts}'
-  assert not no_tf.attempts, f'the test tried to import TensorFlow: {no_tf.attempts}'
+  yield from _tfds_offline.guard(monkeypatch, tmp_path, _DEADLINE_S)
 
 
 def _rows(n: int) -> dict[str, np.ndarray]:

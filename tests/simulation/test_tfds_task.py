@@ -1,20 +1,23 @@
 """The driver on tensorflow-datasets (simulation/tfds_task.py): one round of `fedjax-like train
 --data.dataset tfds` on tfds's mock data, the task's arrays against NumPy re-derivations, and the
-errors. As tests/data/test_tfds.py: offline (a connection attempt fails at once), no TensorFlow
-(an import of it fails the test), a deadline, and no real tfds data dir."""
+errors. As tests/data/test_tfds.py, under the same guard (tests/data/_tfds_offline.py): offline (a
+connection attempt fails at once), no TensorFlow (an import of it fails the test), a deadline, and
+no real tfds data dir."""
 
 from __future__ import annotations
 
 import csv
 import json
-import signal
-import socket
+import pathlib
 import sys
 
 import numpy as np
 import pytest
 
 tfds = pytest.importorskip('tensorflow_datasets')
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / 'data'))
+import _tfds_offline  # noqa: E402
 
 from fedjax_like.data.sources import tfds as fl_tfds  # noqa: E402
 from fedjax_like.simulation import cli, config, tfds_task  # noqa: E402
@@ -24,56 +27,9 @@ _DEADLINE_S = 120
 _MOCK = dict(num_examples=30, policy=tfds.testing.MockPolicy.USE_CODE)
 
 
-class _NoTensorFlow:
-  """Refuses ``import tensorflow`` and records it (``importlib.util.find_spec`` is answered "not
-  installed" and not recorded: it is how etils asks, without importing)."""
-
-  def __init__(self):
-    self.attempts = []
-
-  def find_spec(self, name, path=None, target=None):
-    if name.split('.')[0] != 'tensorflow':
-      return None
-    frame = sys._getframe(1)
-    while frame is not None:
-      code = frame.f_code
-      if code.co_name == 'find_spec' and 'importlib' in code.co_filename and 'util' in (
-          code.co_filename):
-        return None
-      frame = frame.f_back
-    self.attempts.append(name)
-    raise ModuleNotFoundError(f'No module named {name!r} (refused by the test)', name=name)
-
-
 @pytest.fixture(autouse=True)
 def offline(monkeypatch, tmp_path):
-  attempts = []
-
-  def refuse(*args, **kwargs):
-    attempts.append(args[:2])
-    raise OSError(f'network access attempted in an offline test: {args[:2]}')
-
-  for owner, name in ((socket.socket, 'connect'), (socket.socket, 'connect_ex'),
-                      (socket, 'create_connection'), (socket, 'getaddrinfo')):
-    monkeypatch.setattr(owner, name, refuse)
-  monkeypatch.setenv('TFDS_DATA_DIR', str(tmp_path / 'tfds_default'))
-  monkeypatch.setenv('NO_GCE_CHECK', 'true')
-
-  def timeout(signum, frame):
-    raise TimeoutError(f'test exceeded {_DEADLINE_S} s (waiting on the network?)')
-
-  old = signal.signal(signal.SIGALRM, timeout)
-  signal.alarm(_DEADLINE_S)
-  no_tf = _NoTensorFlow()
-  sys.meta_path.insert(0, no_tf)
-  try:
-    yield
-  finally:
-    sys.meta_path.remove(no_tf)
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
-  assert not attempts, f'the test tried to reach the network: {attempts}'
-  assert not no_tf.attempts, f'the test tried to import TensorFlow: {no_tf.attempts}'
+  yield from _tfds_offline.guard(monkeypatch, tmp_path, _DEADLINE_S)
 
 
 def _config(*pairs):
