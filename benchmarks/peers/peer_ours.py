@@ -97,7 +97,7 @@ def main():
     final_loss=loss,
     final_accuracy=accuracy,
     initial_loss=initial_loss,
-    extra={'strategy': strategy, 'backend': jax.default_backend()},
+    extra={'strategy': strategy, 'backend': jax.default_backend(), 'devices': jax.device_count()},
   )
 
 

@@ -16,7 +16,9 @@ process masks them out of every sum, and validation accepts them (and only them)
 
 ``validate_cohort(packed, model)`` is the boundary check before device work: it names the client
 and the field when an example's shape or dtype does not match the model's input, a client is empty,
-a label is out of range, or a feature holds NaN or infinity.
+a label is out of range, or a feature holds NaN or infinity. A cohort from :func:`pack_cohort` is
+a value: its arrays are read-only, and its check against a model is kept with it, so a cohort
+passed every round (a fixed cohort, an evaluation set) is checked once.
 """
 
 from __future__ import annotations
@@ -142,7 +144,32 @@ def stack_clients(datasets: Sequence[BatchedDataset], names: Sequence[str], step
   mask = np.zeros((len(datasets), steps, datasets[0].batch_size), dtype=bool)
   for i, d in enumerate(datasets):
     mask[i, : d.num_batches] = d.mask
-  return PackedCohort(batches, mask, tuple(names))
+  return PackedCohort(_read_only(batches), _read_only(mask), tuple(names))
+
+
+def _read_only(tree: PyTree) -> PyTree:
+  """``tree`` with its arrays made read-only: a packed cohort is a value (its check against a
+  model is kept with it, see :func:`_validated_once`), so changing it in place is refused."""
+  for leaf in jtu.tree_leaves(tree):
+    if isinstance(leaf, np.ndarray):
+      leaf.flags.writeable = False
+  return tree
+
+
+def _validated_once(packed: PackedCohort, model) -> PackedCohort | None:
+  """``validate_cohort(packed, model)``, kept on ``packed`` when all its arrays are read-only (as
+  :func:`pack_cohort` makes them), so a cohort used every round is checked once; None for a
+  cohort with writable arrays (it is checked as each block is taken)."""
+  leaves = jtu.tree_leaves((packed.batches, packed.mask))
+  if not all(isinstance(x, np.ndarray) and not x.flags.writeable for x in leaves):
+    return None
+  kept = packed.__dict__.get('_validated')
+  if kept is not None and kept[0] is model:
+    return kept[1]
+  checked = validate_cohort(packed, model)
+  checked = PackedCohort(_read_only(checked.batches), checked.mask, checked.client_ids)
+  object.__setattr__(packed, '_validated', (model, checked))
+  return checked
 
 
 def pack_cohort(
@@ -323,9 +350,15 @@ class CohortSource:
     model: the model the batches must fit (``validate_cohort``), or None.
   """
 
+  _checked_whole = False  # the whole cohort was checked once (see _validated_once)
+
   def __init__(self, client_data, model=None):
     self.model = model
     if isinstance(client_data, PackedCohort):
+      if model is not None:
+        checked = _validated_once(client_data, model)
+        if checked is not None:
+          client_data, self._checked_whole = checked, True
       self._packed, self._datasets = client_data, None
       real = client_data.mask.any(axis=2)  # [clients, steps]
       steps = np.where(real, np.arange(1, real.shape[1] + 1), 0).max(axis=1, initial=0)
@@ -369,6 +402,6 @@ class CohortSource:
     return self._checked(packed)
 
   def _checked(self, packed: PackedCohort) -> tuple[PyTree, np.ndarray]:
-    if self.model is not None:
+    if self.model is not None and not self._checked_whole:
       packed = validate_cohort(packed, self.model)
     return packed.batches, packed.mask

@@ -116,6 +116,11 @@ class TrainingConfig:
       'auto', 'How the engine runs clients (see fedjax_like.core.engine).'
   )
   chunk_size: int | None = _field(None, "Clients per chunk for execution='chunked'.")
+  cpu_devices: int | None = _field(
+      None, 'CPU devices JAX makes, so the engine runs shares of the cohort on several cores at '
+      "once (0: one per core); none: JAX's own (one, or JAX_NUM_CPU_DEVICES). Read when JAX "
+      'starts.'
+  )
   conv_lowering: Literal['auto', 'native', 'im2col', 'xla'] = _field(
       'auto',
       "How convolutions run: 'native' kernels (the CPU default), 'im2col', or XLA's own "

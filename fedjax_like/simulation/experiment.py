@@ -48,7 +48,7 @@ from fedjax_like.simulation.writers import CsvWriter, CurvePlot, TensorBoardWrit
 # Options that may change between the interrupted and the resumed invocation of one run (the
 # execution strategy may change results by float reassociation only, e.g. resuming on a GPU).
 _RESUMABLE_CHANGES = (
-    'training.num_rounds', 'training.execution', 'training.chunk_size',
+    'training.num_rounds', 'training.execution', 'training.chunk_size', 'training.cpu_devices',
     'training.conv_lowering', 'data.cache_dir',
     'data.download', 'evaluation.', 'output.', 'name', 'description',
 )  # fmt: skip
@@ -195,11 +195,35 @@ def run_experiment(config: ExperimentConfig) -> tuple[TrainingResult, RunOutputs
   """Builds the experiment, trains it in its run directory (resuming it if it has checkpoints)
   and writes the outputs. Returns ``(result, paths, summary)``."""
   training = config.training
+  use_cpu_devices(training.cpu_devices)
   # Everything the run traces (the process, its checks, evaluation) runs as configured.
   with cohort.execution(
       training.execution, chunk_size=training.chunk_size, conv_lowering=training.conv_lowering
   ):
     return _run_experiment(config)
+
+
+def use_cpu_devices(count: int | None) -> None:
+  """Makes JAX's CPU backend start with ``count`` devices (0: one per core; None: leave JAX's
+  setting), so the engine shards a cohort over the cores. Raises ``ConfigError`` when JAX has
+  already started in this process with another count."""
+  if count is None:
+    return
+  if count < 0:
+    raise ConfigError(f'training.cpu_devices must be >= 0 (0: one per core); got {count}.')
+  import jax
+
+  count = count or os.cpu_count() or 1
+  try:
+    jax.config.update('jax_num_cpu_devices', count)
+  except RuntimeError:  # the backends have started: fine if they already have that many
+    have = len(jax.devices('cpu'))
+    if have != count:
+      raise ConfigError(
+          f'training.cpu_devices={count} cannot take effect: JAX already started in this process '
+          f'with {have} CPU device(s). Run the experiment in a fresh process (the CLI does), or '
+          f'set JAX_NUM_CPU_DEVICES={count} before starting Python.'
+      ) from None
 
 
 def _check_output_root(config: ExperimentConfig, paths: RunOutputs) -> None:

@@ -228,3 +228,26 @@ def test_failures_mid_run_are_one_paragraph_with_status_2(tmp_path, capsys, monk
     status, _, err = _train(capsys, '--output.root', str(tmp_path))
     assert status == 2 and err.count('\n') == 1 and 'Traceback' not in err, err
     assert err.startswith('fedjax-like: error: ') and str(error).split()[0] in err
+
+
+def test_cpu_devices_shard_the_cohort_over_the_cores(tmp_path):
+  import os
+  import subprocess
+  import sys
+
+  env = {k: v for k, v in os.environ.items() if k not in ('XLA_FLAGS', 'JAX_NUM_CPU_DEVICES')}
+  args = _short(tmp_path, '--training.cpu_devices', '2', '--output.progress', 'log')
+  result = subprocess.run(
+      [sys.executable, '-m', 'fedjax_like', 'train', *args],
+      capture_output=True, text=True, cwd=ROOT, env={**env, 'JAX_PLATFORMS': 'cpu'}, timeout=600)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert '2 devices (cpu)' in result.stdout + result.stderr
+
+
+def test_cpu_devices_after_jax_started_names_the_fix(tmp_path, capsys):
+  import jax
+
+  have = len(jax.devices('cpu'))
+  status, out, err = _train(capsys, *_short(tmp_path, '--training.cpu_devices', str(have + 1)))
+  assert status == 2
+  assert f'JAX_NUM_CPU_DEVICES={have + 1}' in out + err and 'fresh process' in out + err
