@@ -358,6 +358,7 @@ class CohortSource:
       if model is not None:
         checked = _validated_once(client_data, model)
         if checked is not None:
+          self._value = client_data  # what kept() keeps its results with
           client_data, self._checked_whole = checked, True
       self._packed, self._datasets = client_data, None
       real = client_data.mask.any(axis=2)  # [clients, steps]
@@ -400,6 +401,18 @@ class CohortSource:
       packed = stack_clients(members, [self.client_ids[i] for i in rows],
                              longest if num_steps is None else num_steps)
     return self._checked(packed)
+
+  def kept(self, key, make):
+    """``make()``, kept with a read-only packed cohort (one entry, replaced when ``key``
+    changes) so a cohort used every round is packed and placed once; None for any other cohort.
+    (See :meth:`fedjax_like.core.engine.host.CohortSource.kept`.)"""
+    if not self._checked_whole:
+      return None
+    entry = self._value.__dict__.get('_kept')
+    if entry is None or entry[0] != key:
+      entry = (key, make())
+      object.__setattr__(self._value, '_kept', entry)
+    return entry[1]
 
   def _checked(self, packed: PackedCohort) -> tuple[PyTree, np.ndarray]:
     if self.model is not None and not self._checked_whole:

@@ -11,7 +11,9 @@ arrays (checked against the model). :func:`run_round` then
    would not fit in the host budget, streams it (:mod:`.stream`);
 3. places the blocks on the runtime's mesh and calls the round compiled for that layout (cached by
    the runtime, checked against device memory before it runs); inside, the blocks are joined into
-   a :class:`~.lanes.CohortData` carrying the plan, which the engine steps over.
+   a :class:`~.lanes.CohortData` carrying the plan, which the engine steps over. A cohort that is
+   an unchangeable value used again (``CohortSource.kept``: a read-only packed cohort) keeps its
+   placed blocks, so steps 2-3 move no data when it comes back with the same layout.
 
 Per-client inputs of the round (e.g. stored client states) are given in the cohort's order and
 reordered here; per-client outputs come back in the layout's order (:attr:`RoundRun.order`).
@@ -46,6 +48,11 @@ class CohortSource(Protocol):
   def take(self, rows: np.ndarray, num_steps: int | None) -> tuple[PyTree, np.ndarray]:
     """``(batches, mask)`` of clients ``rows``: leaves ``[len(rows), num_steps, batch, ...]``
     and bool ``[len(rows), num_steps, batch]`` (``num_steps`` None: the longest of them)."""
+
+  def kept(self, key: Any, make: Callable[[], Any]) -> Any | None:
+    """``make()`` kept with the cohort under ``key`` when the cohort is an unchangeable value
+    used again (a read-only packed cohort), so its packed and placed blocks are made once; None
+    (and ``make`` not called) when nothing can be kept."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,17 +131,26 @@ def run_round(runtime, fn: Callable, key: Any, replicated: PyTree, source: Cohor
   if _streams(runtime, layout, source):
     return _run_streamed(runtime, fn, key, replicated, source, per_client, stacked_by)
   order = np.concatenate([np.asarray(rows, np.int64) for rows, _ in layout.blocks])
-  blocks = [source.take(np.asarray(rows), budget) for rows, budget in layout.blocks]
   per_client = tuple(jax.tree.map(lambda x: np.asarray(x)[order], p) for p in per_client)
   positions = runtime.positions(layout)
   if positions is not None:  # a lane layout packs the cohort as one block, padded to positions
-    blocks = [pad_positions(blocks[0], positions)]
     per_client = tuple(pad_positions(p, positions) for p in per_client)
-  batches = tuple(b for b, _ in blocks)
-  mask = tuple(m for _, m in blocks)
-  lanes = runtime.lane_arrays(layout)
+
+  def packed_blocks():
+    blocks = [source.take(np.asarray(rows), budget) for rows, budget in layout.blocks]
+    if positions is not None:
+      blocks = [pad_positions(blocks[0], positions)]
+    return tuple(b for b, _ in blocks), tuple(m for _, m in blocks)
+
   # Blocks of a split cohort each hold a multiple of the mesh size, so `place` pads only a single
   # block (a cohort that does not divide evenly over the devices).
+  kept = getattr(source, 'kept', None)
+  placed = None if kept is None else kept(
+      ('placed', tuple((np.asarray(r).tobytes(), b) for r, b in layout.blocks), positions,
+       runtime.mesh),
+      lambda: runtime.place(jax.device_put(packed_blocks()), ())[0])
+  batches, mask = placed if placed is not None else packed_blocks()
+  lanes = runtime.lane_arrays(layout)
   (batches, mask, lanes, *per_client), replicated = runtime.place(
       (batches, mask, lanes, *per_client), replicated
   )

@@ -48,7 +48,15 @@ def _put(tree: PyTree, sharding) -> PyTree:
   In one process this is ``jax.device_put`` (one batched transfer; a no-op for an array already
   placed so, such as the server state of the previous round)."""
   if jax.process_count() == 1:
-    return jax.device_put(tree, sharding)
+    leaves, treedef = jax.tree.flatten(tree)
+    # Arrays already placed so (the state a previous round returned, a kept cohort) stay as they
+    # are; the rest move in one batched transfer.
+    moving = [i for i, x in enumerate(leaves)
+              if not (isinstance(x, jax.Array) and x.sharding == sharding)]
+    if moving:
+      for i, x in zip(moving, jax.device_put([leaves[i] for i in moving], sharding), strict=True):
+        leaves[i] = x
+    return jax.tree.unflatten(treedef, leaves)
 
   def one(x):
     x = np.asarray(x)

@@ -158,6 +158,7 @@ class Runtime:
     self.config = config
     self.engine = Engine(config)
     self._compiled: dict = {}
+    self._layouts: dict = {}  # (steps, streamed, shards) -> CohortLayout, the last few
 
   def __repr__(self) -> str:
     return f'Runtime({self.config})'
@@ -181,6 +182,15 @@ class Runtime:
     alone (and the devices), so a resumed run packs every round exactly as the first run did.
     ``streamed``: step groups even where the strategy would run lanes (a streamed cohort)."""
     shards = self.num_shards
+    key = (steps.dtype.str, steps.tobytes(), streamed, shards)
+    layout = self._layouts.get(key)
+    if layout is None:
+      if len(self._layouts) >= 64:
+        self._layouts.pop(next(iter(self._layouts)))
+      layout = self._layouts[key] = self._plan(np.asarray(steps, np.int64), streamed, shards)
+    return layout
+
+  def _plan(self, steps: np.ndarray, streamed: bool, shards: int) -> CohortLayout:
     n = steps.size
     strategy = self.strategy_for(n)
     if strategy == 'lanes' and not streamed:

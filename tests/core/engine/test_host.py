@@ -56,3 +56,33 @@ def test_join_blocks_pads_steps_and_keeps_device_major_order():
   np.testing.assert_array_equal(joined, [[0, 1, 2], [3, 4, 5], [100, 0, 0], [101, 0, 0]])
   two = np.asarray(host.join_blocks((a, b), 2))  # device 0: rows a0, b0; device 1: a1, b1
   np.testing.assert_array_equal(two, [[0, 1, 2], [100, 0, 0], [3, 4, 5], [101, 0, 0]])
+
+
+def test_a_read_only_packed_cohort_is_packed_and_placed_once_per_layout(monkeypatch):
+  from fedjax_like.data.packing import PackedCohort, pack_cohort
+
+  class _Model:
+    input_spec = (jax.ShapeDtypeStruct((3,), jnp.float32), jax.ShapeDtypeStruct((), jnp.int32))
+    num_outputs = 2
+
+  _, datasets = _source([3, 9, 1, 6, 4])
+  packed, model = pack_cohort(datasets), _Model()
+  writable = PackedCohort(jax.tree.map(np.array, packed.batches), np.array(packed.mask),
+                          packed.client_ids)
+  takes = []
+  real_take = CohortSource.take
+  monkeypatch.setattr(CohortSource, 'take', lambda s, *a: takes.append(1) or real_take(s, *a))
+  per_client = (np.arange(5, dtype=np.int32),)
+  for strategy in ('vmap', 'sequential'):
+    runtime = Runtime(strategy)
+    want = jax.device_get(runtime.run_round(_round, 'k', jnp.float32(0.5),
+                                            CohortSource(writable, model), per_client).outputs)
+    writable_takes = len(takes)
+    for _ in range(3):
+      run = runtime.run_round(_round, 'k', jnp.float32(0.5), CohortSource(packed, model),
+                              per_client)
+      for got, expected in zip(jax.device_get(run.outputs), want, strict=True):
+        np.testing.assert_array_equal(got, expected)
+    # Packed once for this layout (a block per step group), then kept with the cohort.
+    assert 0 < len(takes) - writable_takes <= len(run.layout.blocks)
+    takes.clear()

@@ -33,6 +33,12 @@ def test_layout_is_a_function_of_the_cohort_alone(strategy):
   assert (first.lanes is not None) == (strategy == 'lanes')
   covered = np.sort(np.concatenate([rows for rows, _ in first.blocks]))
   np.testing.assert_array_equal(covered, np.arange(120))
+  # Planned once per cohort shape: the same step counts again give the kept plan, and a cohort
+  # that differs in one client gets its own.
+  assert runtime.layout(steps.copy()) is first
+  other = steps.copy()
+  other[5] += 1
+  assert runtime.layout(other) is not first
 
 
 def sgd_process(runtime=None):
