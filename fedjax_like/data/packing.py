@@ -24,6 +24,7 @@ passed every round (a fixed cohort, an evaluation set) is checked once.
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -154,6 +155,10 @@ def _read_only(tree: PyTree) -> PyTree:
     if isinstance(leaf, np.ndarray):
       leaf.flags.writeable = False
   return tree
+
+
+#: ``[(weak reference to a packed cohort, key, value)]``: what :meth:`CohortSource.kept` keeps.
+_KEPT: list = []
 
 
 def _validated_once(packed: PackedCohort, model) -> PackedCohort | None:
@@ -403,16 +408,23 @@ class CohortSource:
     return self._checked(packed)
 
   def kept(self, key, make):
-    """``make()``, kept with a read-only packed cohort (one entry, replaced when ``key``
-    changes) so a cohort used every round is packed and placed once; None for any other cohort.
-    (See :meth:`fedjax_like.core.engine.host.CohortSource.kept`.)"""
+    """``make()`` for a read-only packed cohort, kept while that cohort is the one used (see
+    :meth:`fedjax_like.core.engine.host.CohortSource.kept`); None for any other cohort.
+
+    One cohort's result is kept at a time, process-wide, and dropped when that cohort is
+    garbage-collected or another one is used: a cohort passed every round is packed and placed
+    once, and pre-packed cohorts used one after another never hold more than one extra placed
+    copy (on an accelerator, device memory)."""
     if not self._checked_whole:
       return None
-    entry = self._value.__dict__.get('_kept')
-    if entry is None or entry[0] != key:
-      entry = (key, make())
-      object.__setattr__(self._value, '_kept', entry)
-    return entry[1]
+    if _KEPT:
+      owner, kept_key, value = _KEPT[0]
+      if owner() is self._value and kept_key == key:
+        return value
+      _KEPT.clear()  # released before the next cohort's blocks are made
+    value = make()
+    _KEPT.append((weakref.ref(self._value, lambda _: _KEPT.clear()), key, value))
+    return value
 
   def _checked(self, packed: PackedCohort) -> tuple[PyTree, np.ndarray]:
     if self.model is not None and not self._checked_whole:

@@ -86,3 +86,24 @@ def test_a_read_only_packed_cohort_is_packed_and_placed_once_per_layout(monkeypa
     # Packed once for this layout (a block per step group), then kept with the cohort.
     assert 0 < len(takes) - writable_takes <= len(run.layout.blocks)
     takes.clear()
+
+
+def test_one_cohort_is_kept_at_a_time_and_dropped_with_it():
+  import gc
+
+  from fedjax_like.data import packing
+
+  class _Model:
+    input_spec = (jax.ShapeDtypeStruct((3,), jnp.float32), jax.ShapeDtypeStruct((), jnp.int32))
+    num_outputs = 2
+
+  model, runtime, per_client = _Model(), Runtime('sequential'), (np.zeros(3, np.int32),)
+  first = packing.pack_cohort(_source([4, 2, 3])[1])
+  second = packing.pack_cohort(_source([5, 1, 2])[1])
+  runtime.run_round(_round, 'k', jnp.float32(0.0), CohortSource(first, model), per_client)
+  assert len(packing._KEPT) == 1 and packing._KEPT[0][0]() is first
+  runtime.run_round(_round, 'k', jnp.float32(0.0), CohortSource(second, model), per_client)
+  assert len(packing._KEPT) == 1 and packing._KEPT[0][0]() is second  # the first one released
+  del second
+  gc.collect()
+  assert packing._KEPT == []  # nothing held for a cohort that is gone
