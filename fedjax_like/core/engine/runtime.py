@@ -158,7 +158,7 @@ class Runtime:
     self.config = config
     self.engine = Engine(config)
     self._compiled: dict = {}
-    self._layouts: dict = {}  # (steps, streamed, shards) -> CohortLayout, the last few
+    self._layouts: dict = {}  # (steps, streamed, shards, loop kind) -> CohortLayout: the last 64
 
   def __repr__(self) -> str:
     return f'Runtime({self.config})'
@@ -182,7 +182,7 @@ class Runtime:
     alone (and the devices), so a resumed run packs every round exactly as the first run did.
     ``streamed``: step groups even where the strategy would run lanes (a streamed cohort)."""
     shards = self.num_shards
-    key = (steps.dtype.str, steps.tobytes(), streamed, shards)
+    key = (steps.dtype.str, steps.tobytes(), streamed, shards, self.config.loop_kind)
     layout = self._layouts.get(key)
     if layout is None:
       if len(self._layouts) >= 64:
