@@ -239,7 +239,10 @@ def main(argv=None) -> None:
   parser.add_argument('--alpha', type=float, default=1.0)
   parser.add_argument('--cohort', type=int, default=20)
   parser.add_argument('--model', choices=['mlp', 'logistic'], default='mlp')
-  parser.add_argument('--no-write', action='store_true', help='print only')
+  parser.add_argument('--no-write', action='store_true',
+                      help='print only (RESULTS.md untouched; raw results only to --raw if given)')
+  parser.add_argument('--raw', default=None,
+                      help=f'where the raw results go (default {RAW.name} beside the others)')
   parser.add_argument('--from-json', action='store_true',
                       help=f'redo the report from the raw results of the last run ({RAW.name})')
   args = parser.parse_args(argv)
@@ -257,8 +260,8 @@ def main(argv=None) -> None:
         'environment': environment(command)
         + f'\n- total wall time: {time.perf_counter() - start:.0f} s',
     }
-    if not args.no_write:
-      RAW.write_text(json.dumps(results, indent=1) + '\n')
+    if args.raw or not args.no_write:
+      pathlib.Path(args.raw or RAW).write_text(json.dumps(results, indent=1) + '\n')
   markdown = table(results, attacks)
   print(markdown)
   report = '\n\n'.join([
