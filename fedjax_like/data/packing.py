@@ -24,6 +24,7 @@ passed every round (a fixed cohort, an evaluation set) is checked once.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -157,8 +158,10 @@ def _read_only(tree: PyTree) -> PyTree:
   return tree
 
 
-#: ``[(weak reference to a packed cohort, key, value)]``: what :meth:`CohortSource.kept` keeps.
+#: ``[(weak reference to a packed cohort, model, key, value)]``: what :meth:`CohortSource.kept`
+#: keeps (the blocks are the cohort as checked for that model, in its dtypes).
 _KEPT: list = []
+_KEPT_LOCK = threading.Lock()
 
 
 def _validated_once(packed: PackedCohort, model) -> PackedCohort | None:
@@ -417,14 +420,19 @@ class CohortSource:
     copy (on an accelerator, device memory)."""
     if not self._checked_whole:
       return None
-    if _KEPT:
-      owner, kept_key, value = _KEPT[0]
-      if owner() is self._value and kept_key == key:
-        return value
+    with _KEPT_LOCK:
+      try:
+        entry = _KEPT[0]
+      except IndexError:  # none kept, or the kept cohort was just collected
+        entry = None
+      if (entry is not None and entry[0]() is self._value and entry[1] is self.model
+          and entry[2] == key):
+        return entry[3]
+      entry = None
       _KEPT.clear()  # released before the next cohort's blocks are made
-    value = make()
-    _KEPT.append((weakref.ref(self._value, lambda _: _KEPT.clear()), key, value))
-    return value
+      value = make()
+      _KEPT.append((weakref.ref(self._value, lambda _: _KEPT.clear()), self.model, key, value))
+      return value
 
   def _checked(self, packed: PackedCohort) -> tuple[PyTree, np.ndarray]:
     if self.model is not None and not self._checked_whole:

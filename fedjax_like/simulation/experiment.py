@@ -213,7 +213,9 @@ def use_cpu_devices(count: int | None) -> None:
     raise ConfigError(f'training.cpu_devices must be >= 0 (0: one per core); got {count}.')
   import jax
 
-  count = count or os.cpu_count() or 1
+  if not count:  # the cores this process may run on (a container's limit, not the host's)
+    count = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+  count = count or 1
   try:
     jax.config.update('jax_num_cpu_devices', count)
   except RuntimeError:  # the backends have started: fine if they already have that many

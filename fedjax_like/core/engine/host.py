@@ -144,16 +144,20 @@ def run_round(runtime, fn: Callable, key: Any, replicated: PyTree, source: Cohor
 
   # Blocks of a split cohort each hold a multiple of the mesh size, so `place` pads only a single
   # block (a cohort that does not divide evenly over the devices).
-  kept = getattr(source, 'kept', None)
+  kept = getattr(source, 'kept', None) if jax.process_count() == 1 else None
   placed = None if kept is None else kept(
       ('placed', tuple((np.asarray(r).tobytes(), b) for r, b in layout.blocks), positions,
        runtime.mesh),
       lambda: runtime.place(jax.device_put(packed_blocks()), ())[0])
-  batches, mask = placed if placed is not None else packed_blocks()
   lanes = runtime.lane_arrays(layout)
-  (batches, mask, lanes, *per_client), replicated = runtime.place(
-      (batches, mask, lanes, *per_client), replicated
-  )
+  if placed is not None:  # the rest is placed (and padded over the mesh) from its own size
+    batches, mask = placed
+    (lanes, *per_client), replicated = runtime.place((lanes, *per_client), replicated)
+  else:
+    batches, mask = packed_blocks()
+    (batches, mask, lanes, *per_client), replicated = runtime.place(
+        (batches, mask, lanes, *per_client), replicated
+    )
   shards = runtime.num_shards
 
   def round_from_blocks(engine, replicated, batches, mask, lanes, *rest):

@@ -186,7 +186,7 @@ class Runtime:
     layout = self._layouts.get(key)
     if layout is None:
       if len(self._layouts) >= 64:
-        self._layouts.pop(next(iter(self._layouts)))
+        self._layouts.pop(next(iter(self._layouts), None), None)
       layout = self._layouts[key] = self._plan(np.asarray(steps, np.int64), streamed, shards)
     return layout
 

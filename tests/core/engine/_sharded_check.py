@@ -41,7 +41,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'learning'))
 import flax.linen as nn  # noqa: E402
 
 import fedjax_like as fl  # noqa: E402
-from fedjax_like.data import Dataset  # noqa: E402
+from fedjax_like.data import Dataset, pack_cohort  # noqa: E402
 
 spec = (jax.ShapeDtypeStruct((12,), jnp.float32), jax.ShapeDtypeStruct((), jnp.int32))
 model = fl.models.from_linen(nn.Dense(5), spec)
@@ -74,7 +74,15 @@ for name, build in builders.items():
       for _ in range(3):
         state, metrics = process.next(state, clients)  # 11 clients: padded to 16 when sharded
       results[shard, strategy] = (state.global_model_weights, metrics)
-  for key in ((True, 'auto'), (True, 'lanes')):
+  # The same cohort packed once (read-only: kept placed between rounds), sharded.
+  packed = pack_cohort(clients)
+  with cohort.execution('auto', shard=True):
+    process = build()
+    state = process.initialize()
+    for _ in range(3):
+      state, metrics = process.next(state, packed)
+    results[True, 'packed'] = (state.global_model_weights, metrics)
+  for key in ((True, 'auto'), (True, 'lanes'), (True, 'packed')):
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
         results[False, 'auto'],

@@ -107,3 +107,20 @@ def test_one_cohort_is_kept_at_a_time_and_dropped_with_it():
   del second
   gc.collect()
   assert packing._KEPT == []  # nothing held for a cohort that is gone
+
+
+def test_a_kept_cohort_follows_the_model_it_is_used_with():
+  from fedjax_like.data import packing
+
+  def model_of(dtype):
+    class _Model:
+      input_spec = (jax.ShapeDtypeStruct((3,), dtype), jax.ShapeDtypeStruct((), jnp.int32))
+      num_outputs = 2
+    return _Model()
+
+  runtime, per_client = Runtime('sequential'), (np.zeros(3, np.int32),)
+  packed = packing.pack_cohort(_source([4, 2, 3])[1])
+  for dtype in (jnp.float32, jnp.float16, jnp.float32):
+    run = runtime.run_round(_round, 'k', jnp.float16(0.0), CohortSource(packed, model_of(dtype)),
+                            per_client)
+    assert run.outputs[2].dtype == dtype  # the blocks were checked and cast for this model
