@@ -236,7 +236,9 @@ def test_cpu_devices_shard_the_cohort_over_the_cores(tmp_path):
   import sys
 
   env = {k: v for k, v in os.environ.items() if k not in ('XLA_FLAGS', 'JAX_NUM_CPU_DEVICES')}
-  args = _short(tmp_path, '--training.cpu_devices', '2', '--output.progress', 'log')
+  args = _short(tmp_path, '--training.cpu_devices', '2', '--output.progress', 'log',
+                '--training.num_rounds', '1', '--evaluation.every', '0', '--output.plot', 'false',
+                '--output.tensorboard', 'false')
   result = subprocess.run(
       [sys.executable, '-m', 'fedjax_like', 'train', *args],
       capture_output=True, text=True, cwd=ROOT, env={**env, 'JAX_PLATFORMS': 'cpu'}, timeout=600)
