@@ -44,7 +44,7 @@ from fedjax_like.aggregators.factory import (
     tensor_type,
 )
 from fedjax_like.aggregators.robust import check_float_value_type, stacked_valid
-from fedjax_like.core import SERVER, FederatedValue, federated_value
+from fedjax_like.core import SERVER, FederatedValue, federated_value, tree
 
 PyTree = Any
 
@@ -78,7 +78,7 @@ def pairwise_sq_distances(stacked: PyTree, valid: jax.Array) -> jax.Array:
   n = leaves[0].shape[0]
   weight = valid.astype(jnp.float32)
   total = jnp.maximum(jnp.sum(weight), 1.0)
-  mean = [jnp.sum(x * weight[:, None], axis=0) / total for x in leaves]
+  mean = [tree.sum_leading(x * weight[:, None]) / total for x in leaves]
   rough = _gram_distances(leaves, mean)
   others = valid[None, :] & valid[:, None] & ~jnp.eye(n, dtype=bool)
   typical = jnp.nanmedian(jnp.where(others, rough, jnp.nan), axis=1)
@@ -116,7 +116,7 @@ def multi_krum(stacked: PyTree, valid: jax.Array, num_byzantine: int, num_select
 
   def average(x):
     shape = (-1,) + (1,) * (x.ndim - 1)
-    total = jnp.sum(jnp.where(selected.reshape(shape), x.astype(jnp.float32), 0.0), axis=0)
+    total = tree.sum_leading(jnp.where(selected.reshape(shape), x.astype(jnp.float32), 0.0))
     return jnp.where(count > 0, total / jnp.maximum(count, 1.0), 0.0).astype(x.dtype)
 
   return jax.tree.map(average, stacked), selected

@@ -95,7 +95,7 @@ def coordinate_trimmed_mean(stacked: jax.Array, valid: jax.Array, trim_fraction:
   ordered = _sorted_valid(stacked, valid)
   rank = jnp.arange(stacked.shape[0]).reshape((-1,) + (1,) * (stacked.ndim - 1))
   keep = (rank >= k) & (rank < n - k)
-  total = jnp.sum(jnp.where(keep, ordered, 0.0), axis=0)
+  total = tree.sum_leading(jnp.where(keep, ordered, 0.0))
   kept = jnp.maximum(n - 2 * k, 1).astype(jnp.float32)
   return jnp.where(n > 0, total / kept, 0.0).astype(stacked.dtype)
 

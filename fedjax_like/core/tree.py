@@ -1,7 +1,8 @@
 """Pytree arithmetic: the vector operations a federated round is written in.
 
 Model weights, deltas, optimizer states and metrics are pytrees of arrays. These functions treat a
-pytree as one vector: add, subtract, scale, weighted mean, dot and global norm. They are pure and
+pytree as one vector: add, subtract, scale, weighted mean, dot and global norm; ``sum_leading``
+sums an array over its leading (cohort) axis. They are pure and
 jit-safe; all leaves of the trees combined must have the same structure.
 """
 
@@ -57,6 +58,24 @@ def all_finite(tree: PyTree) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.array(True)
 
 
+def sum_leading(x: jax.Array) -> jax.Array:
+  """``x.sum(axis=0)`` for ``x`` of shape ``[n, ...]``: the sum over a cohort axis.
+
+  On CPU an array of rank 2 or more is summed by pairwise halving (``x[:h] + x[h:2h]`` until one
+  row is left), elementwise adds that XLA:CPU runs with its own emitters: its YNNPACK library
+  reduction, which XLA picks for a fused sum over a leading (non-minor) axis, runs that sum tens
+  of times slower (benchmarks/RESULTS.md). Elsewhere, and for vectors, it is ``jnp.sum``. The
+  pairwise order rounds differently from a left-to-right sum (more accurately).
+  """
+  if x.ndim < 2 or x.shape[0] < 2 or jax.default_backend() != 'cpu':
+    return jnp.sum(x, axis=0)
+  while x.shape[0] > 1:
+    half = x.shape[0] // 2
+    pairs = x[:half] + x[half:2 * half]
+    x = jnp.concatenate([pairs, x[2 * half:]]) if x.shape[0] % 2 else pairs
+  return x[0]
+
+
 def weighted_sum(stacked: PyTree, weights: jax.Array) -> PyTree:
   """``sum_i weights[i] * stacked[i]`` over the leading (cohort) axis.
 
@@ -64,7 +83,11 @@ def weighted_sum(stacked: PyTree, weights: jax.Array) -> PyTree:
     stacked: a pytree whose leaves are ``[n, ...]``.
     weights: ``[n]``.
   """
-  return jax.tree.map(lambda x: jnp.tensordot(weights.astype(x.dtype), x, axes=1), stacked)
+
+  def one(x):
+    return sum_leading(weights.astype(x.dtype).reshape((-1,) + (1,) * (x.ndim - 1)) * x)
+
+  return jax.tree.map(one, stacked)
 
 
 def divide_by_total(sums: PyTree, total) -> PyTree:

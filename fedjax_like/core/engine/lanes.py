@@ -182,5 +182,5 @@ def run_lanes(program, broadcast, mapped, data: CohortData, valid, *, shape, ste
     return acc
 
   total, stored = jax.vmap(one_lane)(*table)
-  return (jax.tree.map(lambda x: jnp.sum(x, axis=0), total),
+  return (jax.tree.map(tree.sum_leading, total),
           jax.tree.map(lambda x: x[lane, rank], stored))

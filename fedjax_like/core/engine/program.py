@@ -250,25 +250,58 @@ def real_steps(mask: jax.Array) -> jax.Array:
   return jnp.any(mask.reshape(mask.shape[0], -1), axis=1)
 
 
-def loop_steps(step: Callable, carry: PyTree, batches: PyTree, mask: jax.Array, kind: str):
+class ClientSlice(NamedTuple):
+  """One client's data read in place: the cohort's ``batches`` (leaves ``[clients, steps, ...]``),
+  ``mask`` (bool ``[clients, steps, batch_size]``) and the client's ``index`` (int32 scalar).
+
+  A loop over clients hands its body this view instead of the client's slice, so the step loop
+  reads each step straight from the cohort's arrays: a sliced client would be copied into a
+  buffer of its own before an inner loop could read it.
+  """
+
+  batches: PyTree
+  mask: jax.Array
+  index: jax.Array
+
+
+def _step_reader(batches: PyTree, mask: jax.Array, client: jax.Array | None):
+  """``(read(s) -> (batch, mask) of step s, the client's mask [steps, batch_size])``."""
+
+  def one(a, *index):
+    start = index + (0,) * (a.ndim - len(index))
+    return jax.lax.dynamic_slice(a, start, (1,) * len(index) + a.shape[len(index):]).reshape(
+        a.shape[len(index):])
+
+  if client is None:
+    return lambda s: jax.tree.map(lambda a: one(a, s), (batches, mask)), mask
+  own_mask = one(mask, client)
+  return lambda s: jax.tree.map(lambda a: one(a, client, s), (batches, mask)), own_mask
+
+
+def loop_steps(step: Callable, carry: PyTree, batches: PyTree, mask: jax.Array, kind: str,
+               client: jax.Array | None = None):
   """``carry = step(carry, batch_s, mask_s)`` over one client's real steps ``s``, in order.
 
   Args:
     step: the client loop's step.
     carry: the carry from ``init``.
-    batches: pytree of ``[steps, batch_size, ...]``.
-    mask: bool ``[steps, batch_size]``.
+    batches: pytree of ``[steps, batch_size, ...]`` (with ``client``: ``[clients, steps, ...]``).
+    mask: bool ``[steps, batch_size]`` (with ``client``: ``[clients, steps, batch_size]``).
     kind: ``'while'`` (a ``while_loop`` over the real steps' indices: its trip count is the number
       of real steps), ``'scan'`` (a ``scan`` over every step, each a ``cond``) or ``'unrolled'``.
+    client: the client's index into ``batches`` and ``mask`` when they hold the whole cohort (see
+      :class:`ClientSlice`), else None.
   """
-  active = real_steps(mask)
+  read, own_mask = _step_reader(batches, mask, client)
+  active = real_steps(own_mask)
   if kind in ('scan', 'unrolled'):
 
     def body(c, inputs):
-      batch, m, on = inputs
-      return jax.lax.cond(on, lambda c: step(c, batch, m), lambda c: c, c), None
+      s, on = inputs
+      return jax.lax.cond(on, lambda c: step(c, *read(s)), lambda c: c, c), None
 
-    return jax.lax.scan(body, carry, (batches, mask, active), unroll=kind == 'unrolled')[0]
+    steps = jnp.arange(own_mask.shape[0], dtype=jnp.int32)
+    return jax.lax.scan(body, carry, (steps, active), unroll=kind == 'unrolled')[0]
   # The real steps' indices first, in order (a stable sort), and how many there are. On a packed
   # cohort they are the leading steps, but any mask is exact.
   order = jnp.argsort(~active, stable=True).astype(jnp.int32)
@@ -276,8 +309,7 @@ def loop_steps(step: Callable, carry: PyTree, batches: PyTree, mask: jax.Array, 
 
   def body(state):
     i, c = state
-    at = lambda a: jax.lax.dynamic_index_in_dim(a, order[i], keepdims=False)  # noqa: E731
-    return i + 1, step(c, jax.tree.map(at, batches), at(mask))
+    return i + 1, step(c, *read(order[i]))
 
   return jax.lax.while_loop(lambda state: state[0] < count, body, (jnp.int32(0), carry))[1]
 
@@ -286,7 +318,8 @@ def client_function(program: Program, kind: str, step: Callable | None = None):
   """``f(broadcast, mapped, data_i) -> output`` for one client: init, its steps, finish.
 
   ``broadcast`` and ``mapped`` are the program's arguments split by ``in_axes`` (``mapped`` as one
-  client's slice); ``step`` overrides the program's (the engine passes the lowered one).
+  client's slice); ``data_i`` is the client's ``(batches, mask)`` or a :class:`ClientSlice`;
+  ``step`` overrides the program's (the engine passes the lowered one).
   """
   step = step or program.step
   axes = program.in_axes
@@ -296,7 +329,8 @@ def client_function(program: Program, kind: str, step: Callable | None = None):
     args = tuple(next(m) if ax == 0 else next(b) for ax in axes)
     carry = program.init(*args[: program.init_arity])
     if step is not None:
-      carry = loop_steps(step, carry, data[0], data[1], kind)
+      client = data.index if isinstance(data, ClientSlice) else None
+      carry = loop_steps(step, carry, data[0], data[1], kind, client)
     return program.finish(*args, carry)
 
   return call

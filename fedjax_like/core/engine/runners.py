@@ -27,6 +27,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from fedjax_like.core import tree
 from fedjax_like.core.engine import program as programs
 
 PyTree = Any
@@ -69,7 +70,7 @@ def _split(out, valid):
 def _vmapped(one, mapped, data, valid):
   """``(sum, stacked)`` of ``one`` over the clients side by side."""
   to_sum, to_stack = _split(jax.vmap(one)(mapped, data), valid)
-  return jax.tree.map(lambda x: jnp.sum(x, axis=0), to_sum), to_stack
+  return jax.tree.map(tree.sum_leading, to_sum), to_stack
 
 
 def _run(call, broadcast, mapped, data, valid, strategy, chunk):
@@ -84,13 +85,19 @@ def _run(call, broadcast, mapped, data, valid, strategy, chunk):
   zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), sum_type)
   add = lambda total, part: jax.tree.map(jnp.add, total, part)  # noqa: E731
   if strategy == 'sequential':
+    # Each client reads its steps in place from the cohort's arrays (a ClientSlice), not from a
+    # slice the scan would copy out for it.
+    in_place = bool(jax.tree.leaves(data))
 
     def client(total, inputs):
       m, d, ok = inputs
+      if in_place:
+        d = programs.ClientSlice(data[0], data[1], d)
       to_sum, to_stack = one(m, d)
       return add(total, tree_where(ok, to_sum)), to_stack
 
-    return jax.lax.scan(client, zeros, (mapped, data, valid))
+    index = jnp.arange(n, dtype=jnp.int32) if in_place else data
+    return jax.lax.scan(client, zeros, (mapped, index, valid))
 
   def chunk_step(total, inputs):
     to_sum, to_stack = _vmapped(one, *inputs)

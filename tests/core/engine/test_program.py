@@ -46,6 +46,11 @@ def test_loop_steps_runs_only_real_steps_in_order(kind):
     carry = programs.loop_steps(LOOP.step, (jnp.zeros(()), jnp.int32(0)), batches[i], mask[i], kind)
     np.testing.assert_allclose(carry[0], value, rtol=1e-6)
     assert int(carry[1]) == ran
+    # The same client read in place from the whole cohort's arrays (a ClientSlice's form).
+    carry = programs.loop_steps(LOOP.step, (jnp.zeros(()), jnp.int32(0)), batches, mask, kind,
+                                client=jnp.int32(i))
+    np.testing.assert_allclose(carry[0], value, rtol=1e-6)
+    assert int(carry[1]) == ran
   text = str(jax.make_jaxpr(lambda b, m: programs.loop_steps(
       LOOP.step, (jnp.zeros(()), jnp.int32(0)), b, m, kind))(batches[0], mask[0]))
   if kind == 'while':  # a loop over the real steps: its trip count is theirs
