@@ -10,13 +10,15 @@ NaN computed on padding never leaks.
 
 =============  ==================================================================================
 ``vmap``       ``jax.vmap`` of the client function over the whole group
-``sequential`` ``lax.scan`` over the clients, one at a time, summing as it goes (O(1) memory)
+``sequential`` ``lax.scan`` over the clients, one at a time, summing as it goes (O(1) memory);
+               each client reads its steps in place (a :class:`~.program.ClientSlice`)
 ``chunked``    ``lax.scan`` over chunks of ``chunk`` clients, each chunk vmapped (O(chunk) memory)
 =============  ==================================================================================
 
 With step groups (``groups = ((num_clients, num_steps), ...)``, see :mod:`.plan`) the clients are
 run group after group, each group's data cut to its step budget before any loop over clients, so
-XLA reads it straight from the cohort's blocks. The ``lanes`` runner is :mod:`.lanes`.
+XLA reads it straight from the cohort's blocks. The ``lanes`` runner is :mod:`.lanes`. Sums over
+clients are :func:`fedjax_like.core.tree.sum_leading` (pairwise adds on CPU).
 """
 
 from __future__ import annotations
