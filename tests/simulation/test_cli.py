@@ -191,7 +191,10 @@ def test_conv_lowering_option_reaches_the_engine(tmp_path, capsys, monkeypatch):
 
   monkeypatch.setattr(lowering, 'lower', spy)
   status, _, _ = _train(
-      capsys, *_short(tmp_path, '--training.conv_lowering', 'im2col', '--model.name', 'cnn')
+      capsys, *_short(tmp_path, '--training.conv_lowering', 'im2col', '--model.name', 'cnn',
+                      '--training.num_rounds', '1', '--training.clients_per_round', '2',
+                      '--evaluation.every', '0', '--output.plot', 'false',
+                      '--output.tensorboard', 'false')
   )
   assert status == 0 and seen and set(seen) == {'im2col'}, seen
   status, _, err = _train(capsys, *_short(tmp_path / 'b', '--training.conv_lowering', 'fast'))

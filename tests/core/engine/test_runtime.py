@@ -85,11 +85,12 @@ def test_a_resumed_run_is_bit_identical_with_cohorts_of_120_clients(strategy):
     return state, metrics
 
   initial = sgd_process().initialize()
-  straight, metrics = rounds(sgd_process(Runtime(strategy, chunk_size=16)), initial, range(3))
-  # Interrupted after 1 round: the state goes to the host (as a checkpoint does) and a fresh
+  process = sgd_process(Runtime(strategy, chunk_size=16))
+  half, _ = rounds(process, initial, range(1))
+  # Interrupted after round 0: the state goes to the host (as a checkpoint does) and a fresh
   # process with a fresh runtime (a new program, nothing remembered) finishes the run.
-  half, _ = rounds(sgd_process(Runtime(strategy, chunk_size=16)), initial, range(1))
   saved = jax.tree.map(np.asarray, half)
+  straight, metrics = rounds(process, half, range(1, 3))
   resumed, resumed_metrics = rounds(sgd_process(Runtime(strategy, chunk_size=16)), saved,
                                     range(1, 3))
   for a, b in zip(jax.tree.leaves((straight, metrics)), jax.tree.leaves((resumed,
