@@ -61,14 +61,16 @@ def all_finite(tree: PyTree) -> jax.Array:
 def sum_leading(x: jax.Array) -> jax.Array:
   """``x.sum(axis=0)`` for ``x`` of shape ``[n, ...]``: the sum over a cohort axis.
 
-  On CPU an array of rank 2 or more is summed by pairwise halving (``x[:h] + x[h:2h]`` until one
-  row is left), elementwise adds that XLA:CPU runs with its own emitters: its YNNPACK library
-  reduction, which XLA picks for a fused sum over a leading (non-minor) axis, runs that sum tens
-  of times slower (benchmarks/RESULTS.md). Elsewhere, and for vectors, it is ``jnp.sum``. The
-  pairwise order rounds differently from a left-to-right sum (more accurately).
+  On CPU a floating array of rank 2 or more is summed by pairwise halving (``x[:h] + x[h:2h]``
+  until one row is left): elementwise adds, which XLA:CPU runs with its own emitters. A fused sum
+  over a leading (non-minor) axis goes to XLA:CPU's YNNPACK library reduction instead, which runs
+  it tens of times slower (benchmarks/RESULTS.md). Elsewhere, for vectors and for integer or bool
+  arrays it is ``jnp.sum`` (same result dtype). Pairwise order rounds differently from a
+  left-to-right sum (more accurately).
   """
-  if x.ndim < 2 or x.shape[0] < 2 or jax.default_backend() != 'cpu':
-    return jnp.sum(x, axis=0)
+  floating = jnp.issubdtype(x.dtype, jnp.inexact)
+  if not floating or x.ndim < 2 or x.shape[0] < 2 or jax.default_backend() != 'cpu':
+    return jnp.sum(x, axis=0)  # bools and small ints promote as jnp.sum promotes them
   while x.shape[0] > 1:
     half = x.shape[0] // 2
     pairs = x[:half] + x[half:2 * half]

@@ -53,6 +53,12 @@ def test_sum_leading_matches_a_numpy_loop_for_every_cohort_size():
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
   ints = jnp.arange(15, dtype=jnp.int32).reshape(5, 3)
   np.testing.assert_array_equal(tree.sum_leading(ints), np.arange(15).reshape(5, 3).sum(0))
+  # Bools and small ints keep jnp.sum's promotion (a count, not a logical or / an int8 overflow).
+  flags = jnp.ones((5, 3), bool)
+  assert tree.sum_leading(flags).dtype == jnp.sum(flags, axis=0).dtype
+  np.testing.assert_array_equal(tree.sum_leading(flags), np.full(3, 5))
+  small = jnp.full((200, 2), 100, jnp.int8)
+  np.testing.assert_array_equal(tree.sum_leading(small), np.full(2, 20000))
   # NaN in one client's row reaches the sum (nothing is dropped by the pairing).
   x = np.ones((5, 2), np.float32)
   x[4, 1] = np.nan
