@@ -34,6 +34,7 @@ Host side only: NumPy, and ``jax.tree_util`` for pytree structure.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -76,15 +77,16 @@ def _forever(name: str) -> ValueError:
   )
 
 
-class _Staged:
+class _Staged(abc.ABC):
   """What both dataset kinds share: a first iteration plus, when a reshuffling ``shuffle`` is
   upstream, a function giving the k-th iteration (None: every iteration is the first)."""
 
   _iterations: _Iterations | None = None
   _iterated = 0
 
+  @abc.abstractmethod
   def _iteration(self, k: int) -> PyTree:
-    raise NotImplementedError
+    """The k-th iteration's arrays (0: the first)."""
 
   def _stage(self, out, fn: Callable[[PyTree], PyTree]):
     """``out`` (built from ``fn(first iteration)``) made to apply ``fn`` to later ones too."""
@@ -92,13 +94,13 @@ class _Staged:
       out._iterations = lambda k: fn(self._iteration(k))
     return out
 
+  @abc.abstractmethod
   def _of(self, arrays: PyTree):
     """A dataset of this kind whose first iteration is ``arrays`` (as ``_iteration`` returns)."""
-    raise NotImplementedError
 
+  @abc.abstractmethod
   def _derived(self, fn: Callable[[PyTree], PyTree]):
     """``_of(fn(first iteration))``, applying ``fn`` to later iterations too."""
-    raise NotImplementedError
 
   def _repeat(self, count: int | None):
     """``repeat(count)`` of either kind: ``count`` iterations, one after the other."""

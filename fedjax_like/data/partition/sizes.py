@@ -20,6 +20,7 @@ permutation, and ``shuffle=False`` takes them in order.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from collections.abc import Sequence
 
@@ -102,7 +103,7 @@ def _shares_sizes(units: np.ndarray, n: int, who: str) -> np.ndarray:
 
 
 @dataclasses.dataclass(frozen=True)
-class _IdToSizePartitioner:
+class _IdToSizePartitioner(abc.ABC):
   num_partitions: int
   _: dataclasses.KW_ONLY
   shuffle: bool = True
@@ -111,8 +112,9 @@ class _IdToSizePartitioner:
   def __post_init__(self):
     base.check_count(self.num_partitions, 'num_partitions', type(self).__name__)
 
+  @abc.abstractmethod
   def _units(self, ids: np.ndarray) -> np.ndarray:
-    raise NotImplementedError
+    """Each partition id's share of the examples, up to a factor (``ids``: 1..num_partitions)."""
 
   def __call__(self, table: base.Table) -> base.Partition:
     who = type(self).__name__
