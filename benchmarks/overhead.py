@@ -11,6 +11,11 @@ measured side by side on this shared machine. Cells:
 
 * ``raw``: the model's plain jitted SGD step (``jax.grad`` + optax, batches already on the device)
   driven from Python over the round's 40 batches: the work of a round without a framework.
+* ``floor``: FedAvg's arithmetic and nothing else, as one jitted function on one device: a
+  ``scan`` over the 10 clients of a ``scan`` over their 4 SGD steps (each client starting from
+  the server weights), the example-weighted mean of the deltas and the server's SGD step, data
+  already on the device. What XLA's own kernels make of the round with no framework at all (no
+  metrics, no non-finite guard, no padding): a floor for any framework built on them.
 * ``ours d=N``: ``process.next(state, packed cohort)`` until the new weights are ready, with JAX
   making ``N`` CPU devices (``JAX_NUM_CPU_DEVICES``; the engine shards the cohort over them).
 * ``fixed d=N``: the fixed cost of a round: rounds over the same 10 clients cut to 1, 2 and 4
@@ -112,6 +117,50 @@ def worker_raw(rounds: int, warmup: int) -> dict:
   return {'s_per_round': _time_rounds(one_round, rounds, warmup), 'steps': len(batches)}
 
 
+def _floor_round(module, clients):
+  """The floor cell's round ``(server weights) -> server weights``, with its data on the device."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  import optax
+
+  x = jnp.asarray(np.stack([c[0].reshape(-1, 16, *c[0].shape[1:]) for c in clients]))
+  y = jnp.asarray(np.stack([c[1].reshape(-1, 16) for c in clients]))  # [clients, steps, 16]
+  weights = jnp.full((len(clients),), float(y.shape[1] * y.shape[2]))
+
+  def loss(p, xb, yb):
+    return optax.softmax_cross_entropy_with_integer_labels(module.apply(p, xb), yb).mean()
+
+  @jax.jit
+  def one_round(server, x, y, weights):
+    def client(total, data):
+      xs, ys, weight = data
+      sgd = lambda p, b: (jax.tree.map(lambda a, g: a - 0.1 * g, p, jax.grad(loss)(p, *b)), None)
+      local, _ = jax.lax.scan(sgd, server, (xs, ys))
+      return jax.tree.map(lambda t, a, b: t + weight * (a - b), total, local, server), None
+
+    zeros = jax.tree.map(jnp.zeros_like, server)
+    total, _ = jax.lax.scan(client, zeros, (x, y, weights))
+    return jax.tree.map(lambda s, t: s + 1.0 * t / weights.sum(), server, total)
+
+  return lambda server: one_round(server, x, y, weights)
+
+
+def worker_floor(rounds: int, warmup: int) -> dict:
+  import jax
+  import jax.numpy as jnp
+
+  module, clients, _, _ = _setup()
+  one_round = _floor_round(module, clients)
+  carry = [module.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))]
+
+  def run_round():
+    carry[0] = one_round(carry[0])
+    jax.block_until_ready(carry[0])
+
+  return {'s_per_round': _time_rounds(run_round, rounds, warmup), 'steps': 4 * len(clients)}
+
+
 def worker_ours(rounds: int, warmup: int, batches_per_client: int = 4) -> dict:
   import jax
 
@@ -151,7 +200,8 @@ def _cells(devices: list[int], rounds: int, warmup: int, fedjax: bool) -> dict:
   """Commands of one repeat: name -> (argv, env)."""
   me = [sys.executable, '-m', 'benchmarks.overhead', '--rounds', str(rounds), '--warmup',
         str(warmup), '--worker']
-  cells = {'raw': (me + ['raw'], {'JAX_NUM_CPU_DEVICES': '1'})}
+  one = {'JAX_NUM_CPU_DEVICES': '1'}
+  cells = {'raw': (me + ['raw'], one), 'floor': (me + ['floor'], one)}
   for d in devices:
     cells[f'ours d={d}'] = (me + ['ours'], {'JAX_NUM_CPU_DEVICES': str(d)})
     cells[f'fixed d={d}'] = (me + ['fixed'], {'JAX_NUM_CPU_DEVICES': str(d)})
@@ -179,11 +229,11 @@ def main(argv=None) -> None:
   parser.add_argument('--warmup', type=int, default=5, help='untimed rounds first')
   parser.add_argument('--devices', type=int, nargs='+', default=None,
                       help='CPU device counts for our cells (default: 1 and one per core)')
-  parser.add_argument('--worker', choices=('raw', 'ours', 'fixed'), help=argparse.SUPPRESS)
+  parser.add_argument('--worker', choices=('raw', 'floor', 'ours', 'fixed'), help=argparse.SUPPRESS)
   parser.add_argument('--output', default=str(ROOT / 'benchmarks' / 'results' / 'overhead.json'))
   args = parser.parse_args(argv)
   if args.worker:
-    work = {'raw': worker_raw, 'ours': worker_ours, 'fixed': worker_fixed}[args.worker]
+    work = {'raw': worker_raw, 'floor': worker_floor, 'ours': worker_ours, 'fixed': worker_fixed}[args.worker]
     print(json.dumps(work(args.rounds, args.warmup)))
     return
   devices = args.devices or sorted({1, os.cpu_count() or 1})
