@@ -2,9 +2,7 @@
 
 With more than one local (or, after ``jax.distributed.initialize``, global) device, the cohort
 axis is split over a 1-D mesh (axis ``'clients'``) with ``shard_map``: each device runs its share
-with the runner the engine chose and the sums meet in one ``psum`` (one all-reduce per dtype: the
-sums' leaves are packed into one vector first, since XLA:CPU meets the devices once per operand).
-Padding clients added to fill
+with the runner the engine chose and the sums meet in one ``psum``. Padding clients added to fill
 the last shard are zero clients, masked out of every reduction. The same code runs across hosts:
 every process passes the same host values (as a seeded sampler and packer give) and supplies its
 own shards.
@@ -16,7 +14,6 @@ import functools
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -95,29 +92,6 @@ def place_cohort(per_client: PyTree, replicated: PyTree, config: ExecutionConfig
   )
 
 
-def psum_packed(tree: PyTree, axis: str) -> PyTree:
-  """``psum`` of every leaf of ``tree`` over ``axis``, as one all-reduce per dtype.
-
-  The leaves of one dtype are raveled into one vector, summed, and cut back into their shapes
-  (the same additions, so the same values as a ``psum`` per leaf). An all-reduce of many operands
-  makes XLA:CPU's devices meet once per operand, and a round's sums hold a leaf per model
-  parameter plus the metrics.
-  """
-  leaves, treedef = jax.tree.flatten(tree)
-  by_dtype: dict = {}
-  for i, leaf in enumerate(leaves):
-    by_dtype.setdefault(jnp.result_type(leaf), []).append(i)
-  out = list(leaves)
-  for indices in by_dtype.values():
-    parts = [jnp.ravel(leaves[i]) for i in indices]
-    total = jax.lax.psum(parts[0] if len(parts) == 1 else jnp.concatenate(parts), axis)
-    start = 0
-    for i, part in zip(indices, parts, strict=True):
-      out[i] = total[start:start + part.size].reshape(jnp.shape(leaves[i]))
-      start += part.size
-  return jax.tree.unflatten(treedef, out)
-
-
 def sharded(body, m: Mesh, broadcast, mapped, valid):
   """``body(broadcast, mapped_share, valid_share) -> (summed, stacked)`` on every device of
   ``m``: ``summed`` is ``psum``-ed over the devices, ``stacked`` concatenated along the cohort
@@ -126,7 +100,7 @@ def sharded(body, m: Mesh, broadcast, mapped, valid):
 
   def run(b, share, ok):
     summed, stacked = body(b, share, ok)
-    return psum_packed(summed, CLIENTS_AXIS), stacked
+    return jax.tree.map(lambda x: jax.lax.psum(x, CLIENTS_AXIS), summed), stacked
 
   return jax.shard_map(
       run,

@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 
 from fedjax_like.core import cohort  # noqa: E402
 from fedjax_like.core.engine import Engine, Program  # noqa: E402
-from fedjax_like.core.engine.place import CLIENTS_AXIS, mesh, psum_packed  # noqa: E402
+from fedjax_like.core.engine.place import mesh  # noqa: E402
 
 assert jax.device_count() == 8, jax.devices()
 
@@ -35,25 +35,6 @@ for strategy in ('vmap', 'sequential', 'chunked', 'lanes'):
   stacked = jax.jit(lambda s, x, w: engine.map(program(s, x, w)))(shared, xs, ws)
   assert stacked['out'].shape == (13, 3)
   np.testing.assert_allclose(stacked['w'], ws)
-
-# The devices' sums meet in one all-reduce per dtype, with the values of a psum per leaf.
-from jax.sharding import PartitionSpec  # noqa: E402
-
-parts = {'w': rng.normal(size=(8, 5, 3)).astype(np.float32),
-         'b': rng.normal(size=(8,)).astype(np.float32),
-         'count': rng.integers(0, 100, size=(8, 2)).astype(np.int32)}
-m8 = mesh(cohort.ExecutionConfig('auto', shard=True))
-summed = jax.jit(jax.shard_map(
-    lambda t: psum_packed(jax.tree.map(lambda x: x[0], t), CLIENTS_AXIS), mesh=m8,
-    in_specs=PartitionSpec(CLIENTS_AXIS), out_specs=PartitionSpec()))
-for name, total in summed(parts).items():
-  np.testing.assert_allclose(total, parts[name].sum(0), rtol=1e-6)
-  assert total.dtype == parts[name].dtype and total.shape == parts[name].shape[1:], name
-reduces = [line for line in summed.lower(parts).compile().as_text().splitlines()
-           if ' all-reduce(' in line or ' all-reduce-start(' in line]
-# One per dtype (float32, int32), each of one array operand (a per-leaf psum gives XLA one
-# all-reduce of a tuple of three, which meets the devices once per operand).
-assert len(reduces) == 2 and not any('= (' in line for line in reduces), reduces
 
 # A whole FedAvg process: sharded over 8 devices equals one device, to 1e-5.
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'learning'))
