@@ -86,6 +86,16 @@ def _time_rounds(run_round, rounds: int, warmup: int) -> float:
   return statistics.median(times[warmup:])
 
 
+def _loss(module):
+  """The mean cross-entropy of ``module``'s logits on a batch: ``loss(params, x, y)``."""
+  import optax
+
+  def loss(params, x, y):
+    return optax.softmax_cross_entropy_with_integer_labels(module.apply(params, x), y).mean()
+
+  return loss
+
+
 def worker_raw(rounds: int, warmup: int) -> dict:
   import jax
   import jax.numpy as jnp
@@ -94,9 +104,7 @@ def worker_raw(rounds: int, warmup: int) -> dict:
   module, clients, _, _ = _setup()
   params = module.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
   opt = optax.sgd(0.1)
-
-  def loss(p, x, y):
-    return optax.softmax_cross_entropy_with_integer_labels(module.apply(p, x), y).mean()
+  loss = _loss(module)
 
   @jax.jit
   def step(p, s, x, y):
@@ -118,30 +126,33 @@ def worker_raw(rounds: int, warmup: int) -> dict:
 
 
 def _floor_round(module, clients):
-  """The floor cell's round ``(server weights) -> server weights``, with its data on the device."""
+  """The floor cell's round ``(server weights) -> server weights``, with its data on the device
+  (clients of equal size, ``[clients, steps, batch, ...]``)."""
   import jax
   import jax.numpy as jnp
   import numpy as np
-  import optax
+  import workload  # on the path after _setup
 
-  x = jnp.asarray(np.stack([c[0].reshape(-1, 16, *c[0].shape[1:]) for c in clients]))
-  y = jnp.asarray(np.stack([c[1].reshape(-1, 16) for c in clients]))  # [clients, steps, 16]
-  weights = jnp.full((len(clients),), float(y.shape[1] * y.shape[2]))
+  batch = workload.BATCH_SIZE
+  x = jnp.asarray(np.stack([c[0].reshape(-1, batch, *c[0].shape[1:]) for c in clients]))
+  y = jnp.asarray(np.stack([c[1].reshape(-1, batch) for c in clients]))
+  weights = jnp.full((len(clients),), float(y.shape[1] * y.shape[2]))  # examples per client
+  loss = _loss(module)
 
-  def loss(p, xb, yb):
-    return optax.softmax_cross_entropy_with_integer_labels(module.apply(p, xb), yb).mean()
+  def sgd_step(params, xy):
+    grads = jax.grad(loss)(params, *xy)
+    return jax.tree.map(lambda p, g: p - workload.CLIENT_LR * g, params, grads), None
 
   @jax.jit
   def one_round(server, x, y, weights):
     def client(total, data):
       xs, ys, weight = data
-      sgd = lambda p, b: (jax.tree.map(lambda a, g: a - 0.1 * g, p, jax.grad(loss)(p, *b)), None)
-      local, _ = jax.lax.scan(sgd, server, (xs, ys))
+      local, _ = jax.lax.scan(sgd_step, server, (xs, ys))
       return jax.tree.map(lambda t, a, b: t + weight * (a - b), total, local, server), None
 
-    zeros = jax.tree.map(jnp.zeros_like, server)
-    total, _ = jax.lax.scan(client, zeros, (x, y, weights))
-    return jax.tree.map(lambda s, t: s + 1.0 * t / weights.sum(), server, total)
+    total, _ = jax.lax.scan(client, jax.tree.map(jnp.zeros_like, server), (x, y, weights))
+    mean = jax.tree.map(lambda t: t / weights.sum(), total)
+    return jax.tree.map(lambda s, d: s + workload.SERVER_LR * d, server, mean)
 
   return lambda server: one_round(server, x, y, weights)
 
@@ -233,7 +244,8 @@ def main(argv=None) -> None:
   parser.add_argument('--output', default=str(ROOT / 'benchmarks' / 'results' / 'overhead.json'))
   args = parser.parse_args(argv)
   if args.worker:
-    work = {'raw': worker_raw, 'floor': worker_floor, 'ours': worker_ours, 'fixed': worker_fixed}[args.worker]
+    work = {'raw': worker_raw, 'floor': worker_floor, 'ours': worker_ours,
+            'fixed': worker_fixed}[args.worker]
     print(json.dumps(work(args.rounds, args.warmup)))
     return
   devices = args.devices or sorted({1, os.cpu_count() or 1})
