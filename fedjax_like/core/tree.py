@@ -2,8 +2,8 @@
 
 Model weights, deltas, optimizer states and metrics are pytrees of arrays. These functions treat a
 pytree as one vector: add, subtract, scale, weighted mean, dot and global norm; ``sum_leading``
-sums an array over its leading (cohort) axis. They are pure and
-jit-safe; all leaves of the trees combined must have the same structure.
+sums an array over its leading (cohort) axis. They are pure and jit-safe; all leaves of the trees
+combined must have the same structure.
 """
 
 from __future__ import annotations
