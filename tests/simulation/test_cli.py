@@ -185,9 +185,9 @@ def test_conv_lowering_option_reaches_the_engine(tmp_path, capsys, monkeypatch):
   seen = []
   original = lowering.lower
 
-  def spy(fn, mode):
+  def spy(fn, mode, *rest):
     seen.append(mode)
-    return original(fn, mode)
+    return original(fn, mode, *rest)
 
   monkeypatch.setattr(lowering, 'lower', spy)
   status, _, _ = _train(

@@ -17,8 +17,11 @@ stacked or summed; everything about *how* lives here, one concept a module:
 ``host.py``        the host side of a round: layout, block packing from a ``CohortSource``,
                    placement, compile, call
 ``stream.py``      streamed cohorts: chunks fed from the host to the compiled round
-``lowering.py``    backend lowering of a loop's ``step`` (native / im2col convolutions, pools)
-``native.py``      the native CPU convolution kernels (``_conv2d.c``), built on first use
+``lowering.py``    backend lowering of a loop's ``step`` (native / im2col convolutions, pools,
+                   native dense products)
+``native.py``      building and loading the native CPU kernels (``_conv2d.c``, ``_dense.c``),
+                   :func:`native.conv2d`
+``dense.py``       dense products on the native kernels and the ``dot_general`` rewrite
 ``runtime.py``     :class:`Runtime` (config, mesh, planning, placement, compile cache, memory
                    check), :class:`Engine` (what traced values carry), ``execution(...)``
 =================  ==============================================================================
@@ -29,7 +32,13 @@ output per client is ``(to_sum, to_stack)``; ``engine.map`` and ``engine.sum`` a
 ``Runtime.run_round`` with a ``CohortSource``.
 """
 
-from fedjax_like.core.engine.config import CONV_LOWERINGS, STRATEGIES, ExecutionConfig, resolve
+from fedjax_like.core.engine.config import (
+    CONV_LOWERINGS,
+    DENSE_LOWERINGS,
+    STRATEGIES,
+    ExecutionConfig,
+    resolve,
+)
 from fedjax_like.core.engine.lanes import CohortData
 from fedjax_like.core.engine.memory import CohortTooLargeError
 from fedjax_like.core.engine.plan import (
@@ -59,6 +68,7 @@ from fedjax_like.core.engine.runtime import (
 
 __all__ = [
     'CONV_LOWERINGS',
+    'DENSE_LOWERINGS',
     'STRATEGIES',
     'ClientLoop',
     'CohortData',

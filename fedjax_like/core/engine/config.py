@@ -21,6 +21,7 @@ import jax
 
 STRATEGIES = ('auto', 'vmap', 'sequential', 'chunked', 'lanes')
 CONV_LOWERINGS = ('auto', 'native', 'im2col', 'xla')
+DENSE_LOWERINGS = ('auto', 'native', 'xla')
 
 # Above this many clients per device, `auto` stops materializing the whole cohort side by side.
 AUTO_VMAP_LIMIT = 256
@@ -38,6 +39,8 @@ class ExecutionConfig:
     conv_lowering: ``'native'`` (the direct-convolution kernels of :mod:`.native`, im2col where
       they do not apply or cannot be built), ``'im2col'``, ``'xla'``, or ``'auto'`` (native on
       CPU, XLA's own elsewhere).
+    dense_lowering: ``'native'`` (the dense-product kernels of :mod:`.dense` where they apply),
+      ``'xla'``, or ``'auto'`` (native on CPU, XLA's own elsewhere).
     shard: split the cohort over devices: True, False, or None (when more than one device).
     devices: the devices to shard over (default: all of ``jax.devices()``).
     max_lanes: the most lanes per device the ``lanes`` runner packs (default 256).
@@ -51,6 +54,7 @@ class ExecutionConfig:
   chunk_size: int | None = None
   unroll_steps: bool | None = None
   conv_lowering: str = 'auto'
+  dense_lowering: str = 'auto'
   shard: bool | None = None
   devices: tuple | None = None
   max_lanes: int | None = None
@@ -68,6 +72,10 @@ class ExecutionConfig:
     if self.conv_lowering not in CONV_LOWERINGS:
       raise ValueError(
           f'Unknown conv_lowering {self.conv_lowering!r}; choose one of {CONV_LOWERINGS}.'
+      )
+    if self.dense_lowering not in DENSE_LOWERINGS:
+      raise ValueError(
+          f'Unknown dense_lowering {self.dense_lowering!r}; choose one of {DENSE_LOWERINGS}.'
       )
     if self.devices is not None:
       object.__setattr__(self, 'devices', tuple(self.devices))
@@ -92,6 +100,13 @@ class ExecutionConfig:
     """The convolution lowering in force: ``'native'``, ``'im2col'`` or ``'xla'``."""
     if self.conv_lowering != 'auto':
       return self.conv_lowering
+    return 'native' if self.platform == 'cpu' else 'xla'
+
+  @property
+  def dense(self) -> str:
+    """The dense-product lowering in force: ``'native'`` or ``'xla'``."""
+    if self.dense_lowering != 'auto':
+      return self.dense_lowering
     return 'native' if self.platform == 'cpu' else 'xla'
 
 

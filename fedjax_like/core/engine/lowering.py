@@ -17,6 +17,13 @@ two ways:
 
 Both are exact up to float reassociation, and tested against a NumPy convolution loop.
 
+Dense products get the same treatment where it wins (``dense_lowering``, native on CPU): the
+step's ``dot_general`` equations, forward products and the gradients JAX derived for them alike,
+go to :func:`.dense.dot_general`, which runs the small ones of a local step (a batch against a
+layer's weights) on register-tiled kernels and leaves the rest to XLA. A weight gradient whose one
+use is a transpose (JAX writes ``dL/dW`` of ``x @ W`` as ``transpose(gᵀ x)``) is handed over
+already transposed, so the two transposes cancel instead of costing a strided copy per step.
+
 Pooling gets the same treatment. XLA differentiates ``reduce_window_max`` (``nn.max_pool``) with
 ``select_and_scatter``, which ran 3.5 ms per EMNIST-CNN step at batch 20 on XLA:CPU against 0.9 ms
 for the same pooling written as a reshape and a max (benchmarks/RESULTS.md). So non-overlapping
@@ -27,7 +34,8 @@ on ties. ``reduce_window_sum`` (``avg_pool``) becomes a reshape and a sum.
 
 The rewrites work on the jaxpr of any function (Flax linen, nnx or plain JAX), recursing into nested
 ``jit`` calls. Forms they do not cover (grouped convolutions, input dilation, negative padding,
-overlapping or padded pools) are left to XLA untouched.
+overlapping or padded pools, products with batch dimensions or long contractions) are left to XLA
+untouched.
 """
 
 from __future__ import annotations
@@ -43,13 +51,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from fedjax_like.core.engine import native
+from fedjax_like.core.engine import dense, native
 
 PyTree = Any
 # jax < 0.7 (the newest jax on Python 3.10 is 0.6.2) has these in jax.core only, not jax.extend.core.
 _DropVar = getattr(jex, 'DropVar', None) or jax.core.DropVar
 _jaxprs_in_params = getattr(jex, 'jaxprs_in_params', None) or jax.core.jaxprs_in_params
 _NESTED_CALLS = ('pjit', 'jit', 'closed_call', 'core_call')
+_POOLS = ('reduce_window_max', 'reduce_window_sum')
 
 
 def _channels_last(lhs, rhs, dimension_numbers):
@@ -278,7 +287,21 @@ def _rewritable(params) -> bool:
   )
 
 
-def _eval_jaxpr(jaxpr, consts, *args, conv=_conv_im2col):
+def _only_transposed(jaxpr) -> set:
+  """The variables of ``jaxpr`` whose one use is a ``transpose`` (a weight gradient that JAX
+  computes as ``(gᵀ x)ᵀ``): a product may hand those over transposed, and XLA cancels the pair."""
+  uses: dict = {}
+  for eqn in jaxpr.eqns:
+    for v in eqn.invars:
+      if not isinstance(v, jex.Literal):
+        uses.setdefault(v, []).append(eqn.primitive.name)
+  for v in jaxpr.outvars:
+    if not isinstance(v, jex.Literal):
+      uses.setdefault(v, []).append(None)
+  return {v for v, names in uses.items() if names == ['transpose']}
+
+
+def _eval_jaxpr(jaxpr, consts, *args, conv=_conv_im2col, dot=None):
   env = {}
 
   def read(v):
@@ -288,20 +311,26 @@ def _eval_jaxpr(jaxpr, consts, *args, conv=_conv_im2col):
     env[var] = val
   for var, val in zip(jaxpr.invars, args):
     env[var] = val
+  transposed = _only_transposed(jaxpr) if dot is not None else set()
   for eqn in jaxpr.eqns:
     invals = [read(v) for v in eqn.invars]
     name = eqn.primitive.name
-    if name == 'conv_general_dilated' and _rewritable(eqn.params):
+    product = None
+    if dot is not None and name == 'dot_general':
+      product = dot(*invals, **eqn.params, transposed=eqn.outvars[0] in transposed)
+    if product is not None:
+      outvals = [product]
+    elif conv is not None and name == 'conv_general_dilated' and _rewritable(eqn.params):
       outvals = [conv(*invals, **eqn.params)]
-    elif name in ('reduce_window_max', 'reduce_window_sum') and _pool_rewritable(
-        invals[0], eqn.params
-    ):
+    elif conv is not None and name in _POOLS and _pool_rewritable(invals[0], eqn.params):
       outvals = [_pool(name, invals[0], eqn.params)]
-    elif name == 'select_and_scatter_add' and _scatter_rewritable(*invals, eqn.params):
+    elif conv is not None and name == 'select_and_scatter_add' and _scatter_rewritable(
+        *invals, eqn.params
+    ):
       outvals = [_scatter_to_first_max(*invals, eqn.params)]
     elif name in _NESTED_CALLS and 'jaxpr' in eqn.params:
       inner = eqn.params['jaxpr']
-      outvals = _eval_jaxpr(inner.jaxpr, inner.consts, *invals, conv=conv)
+      outvals = _eval_jaxpr(inner.jaxpr, inner.consts, *invals, conv=conv, dot=dot)
     else:
       bound = eqn.primitive.get_bind_params(eqn.params)
       subfuns, bind_params = bound if isinstance(bound, tuple) else ((), bound)  # jax < 0.7: a pair
@@ -329,10 +358,10 @@ def has_convolution(fn: Callable, *args) -> bool:
   return scan(jax.make_jaxpr(fn)(*args).jaxpr)
 
 
-def _rewrite(fn: Callable, conv) -> Callable:
+def _rewrite(fn: Callable, conv, dot=None) -> Callable:
   def wrapped(*args):
     closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args)
-    out = _eval_jaxpr(closed.jaxpr, closed.consts, *jax.tree.leaves(args), conv=conv)
+    out = _eval_jaxpr(closed.jaxpr, closed.consts, *jax.tree.leaves(args), conv=conv, dot=dot)
     return jax.tree.unflatten(jax.tree.structure(out_shape), out)
 
   return wrapped
@@ -348,12 +377,21 @@ def native_convolutions(fn: Callable) -> Callable:
   return _rewrite(fn, _conv_native)
 
 
-def lower(fn: Callable | None, mode: str) -> Callable | None:
+def native_dense(fn: Callable) -> Callable:
+  """``fn`` with its dense products (``dot_general``) on the native CPU kernels where they apply
+  (:mod:`.dense`), convolutions and pools left as they are."""
+  return _rewrite(fn, None, dense.dot_general)
+
+
+def lower(fn: Callable | None, mode: str, dense_mode: str = 'xla') -> Callable | None:
   """``fn`` (a client loop's ``step``, or any function of arrays) lowered for ``mode``:
-  ``'native'``, ``'im2col'`` or ``'xla'`` (unchanged). The rewrite works on the traced,
+  ``'native'``, ``'im2col'`` or ``'xla'`` (unchanged) for convolutions and pools, and
+  ``dense_mode``: ``'native'`` or ``'xla'`` for dense products. The rewrite works on the traced,
   differentiated function: forward convolutions, their input gradients (convolutions with the
   flipped kernel) and kernel gradients (windows larger than the output), max-pool gradients
-  (``select_and_scatter_add``) and pools."""
-  if fn is None or mode == 'xla':
+  (``select_and_scatter_add``) and pools; dense products and their gradients alike."""
+  if fn is None or (mode == 'xla' and dense_mode == 'xla'):
     return fn
-  return native_convolutions(fn) if mode == 'native' else im2col_convolutions(fn)
+  conv = {'native': _conv_native, 'im2col': _conv_im2col, 'xla': None}[mode]
+  dot = dense.dot_general if dense_mode == 'native' else None
+  return _rewrite(fn, conv, dot)

@@ -1,4 +1,5 @@
-"""Native CPU kernels: direct 2-D convolutions built on first use and called through XLA's FFI.
+"""Native CPU kernels: direct 2-D convolutions and dense products, built on first use and called
+through XLA's FFI.
 
 XLA:CPU has no convolution that is fast inside a compiled loop (see :mod:`.lowering`), and its
 im2col form spends as long writing the patch matrix and reading it back as multiplying. PyTorch's
@@ -10,11 +11,14 @@ intra-op thread pool. On this project's 2-core machines it runs the EMNIST CNN's
 convolution at about 300 GFLOP/s forward and backward, against about 220 for im2col
 (benchmarks/RESULTS.md).
 
-The source ships with the package and is compiled with the system C compiler (``$CC``, else
-``cc``/``gcc``/``clang``) the first time a process needs it, with ``-O3 -march=native`` so it uses
-the vector units of the machine it runs on (AVX-512, AVX2, NEON). The library is cached under
+``_dense.c`` holds the dense-product kernels that :mod:`.dense` wraps, and ``_native.h`` the
+plumbing both share (vectors, work sharing on XLA's intra-op thread pool, the FFI call frame).
+
+The sources ship with the package and are compiled into one library with the system C compiler
+(``$CC``, else ``cc``/``gcc``/``clang``) the first time a process needs it, with ``-O3
+-march=native`` so it uses the vector units of the machine it runs on (AVX-512, AVX2, NEON). The library is cached under
 ``$FEDJAX_LIKE_CACHE_DIR`` (default ``~/.cache/fedjax_like``, else a private directory under the
-system's temporary one), keyed on the source, the compiler, the FFI headers and what
+system's temporary one), keyed on the sources, the compiler, the FFI headers and what
 ``-march=native`` resolves to, so later processes only load it; a cached file is loaded only if it
 belongs to the user and no one else can write it. Where no compiler works,
 :func:`available` is False, a warning says why once, and the engine uses im2col (same values).
@@ -48,10 +52,17 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-_SOURCE = Path(__file__).with_name('_conv2d.c')
+_HERE = Path(__file__).parent
+_SOURCES = (_HERE / '_conv2d.c', _HERE / '_dense.c')  # compiled together into one library
+_HEADER = _HERE / '_native.h'  # their shared plumbing (vectors, thread pool, FFI frame)
 # Freestanding: the compiler's own headers only (no libc development files needed, see the source).
 _FLAGS = ('-O3', '-march=native', '-std=gnu11', '-shared', '-fPIC', '-ffreestanding', '-nostdlib')
-_TARGETS = {'fjl_conv2d_fwd': 'FjlConv2dFwd', 'fjl_conv2d_dw': 'FjlConv2dDw'}
+_TARGETS = {
+    'fjl_conv2d_fwd': 'FjlConv2dFwd',
+    'fjl_conv2d_dw': 'FjlConv2dDw',
+    'fjl_dense_nn': 'FjlDenseNN',
+    'fjl_dense_tn': 'FjlDenseTN',
+}
 LANES = 16  # output channels must be a multiple of this (one 64-byte vector of float32)
 _COMPILE_TIMEOUT_S = 300
 
@@ -110,7 +121,7 @@ def _build() -> Path:
   include = Path(jax.ffi.include_dir())
   key = hashlib.sha256()
   for part in (
-      _SOURCE.read_bytes(),
+      *(path.read_bytes() for path in (*_SOURCES, _HEADER)),
       (include / 'xla' / 'ffi' / 'api' / 'c_api.h').read_bytes(),
       ' '.join(_FLAGS).encode(),
       cc.encode(),
@@ -120,12 +131,12 @@ def _build() -> Path:
   ):
     key.update(hashlib.sha256(part).digest())
   cache = _cache_dir()
-  target = cache / f'fjl_conv2d-{key.hexdigest()[:20]}.so'
+  target = cache / f'fjl_native-{key.hexdigest()[:20]}.so'
   if target.exists() and _owned(target):
     return target
   fd, scratch = tempfile.mkstemp(dir=cache, prefix=target.name, suffix='.tmp')
   os.close(fd)
-  cmd = [cc, *_FLAGS, f'-I{include}', str(_SOURCE), '-o', scratch]
+  cmd = [cc, *_FLAGS, f'-I{include}', f'-I{_HERE}', *map(str, _SOURCES), '-o', scratch]
   done = _run(cmd)
   if done.returncode != 0:
     Path(scratch).unlink(missing_ok=True)
@@ -142,7 +153,8 @@ def available() -> bool:
       _status['ok'], _status['why'] = _load()
       if not _status['ok'] and _status['why'] != 'disabled':
         warnings.warn(
-            'fedjax_like: native CPU convolutions unavailable, using the im2col lowering '
+            'fedjax_like: native CPU kernels unavailable, using the im2col lowering for '
+            "convolutions and XLA's dots for dense products "
             f'(same results, slower): {_status["why"]}. Set FEDJAX_LIKE_NATIVE=0 to skip them.',
             RuntimeWarning,
             stacklevel=3,

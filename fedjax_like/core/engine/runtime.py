@@ -64,7 +64,7 @@ class Engine:
     broadcast, mapped = split_args(program)
     data = program.data if program.data is not None else ()
     has_steps = program.step is not None and bool(jax.tree.leaves(data))
-    step = lowering.lower(program.step, config.lowering) if has_steps else None
+    step = lowering.lower(program.step, config.lowering, config.dense) if has_steps else None
     lanes_shape = getattr(data, 'lane_shape', None)
 
     def local(b, share, ok):
@@ -147,7 +147,7 @@ class Runtime:
   Args:
     strategy: one of :data:`~.config.STRATEGIES`, or an :class:`ExecutionConfig`.
     **options: the other fields of :class:`ExecutionConfig` (``chunk_size``, ``unroll_steps``,
-      ``conv_lowering``, ``shard``, ``devices``, ``max_lanes``).
+      ``conv_lowering``, ``dense_lowering``, ``shard``, ``devices``, ``max_lanes``).
   """
 
   def __init__(self, strategy: str | ExecutionConfig = 'auto', **options):

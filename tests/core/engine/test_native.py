@@ -218,7 +218,7 @@ _FALLBACK = """
     import numpy as np, jax
     from jax import lax
     from fedjax_like.core.engine import native
-    from fedjax_like.core.engine.lowering import native_convolutions
+    from fedjax_like.core.engine.lowering import native_convolutions, native_dense
     conv = lambda x, k: lax.conv_general_dilated(
         x, k, (1, 1), 'VALID', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
     x = np.random.default_rng(0).normal(size=(2, 6, 6, 4)).astype(np.float32)
@@ -228,6 +228,10 @@ _FALLBACK = """
       lowered = native_convolutions(conv)
       assert 'fjl_conv2d' not in str(jax.make_jaxpr(lowered)(x, k))
       np.testing.assert_allclose(lowered(x, k), conv(x, k), rtol=1e-5, atol=1e-5)
+      a, b = np.ones((4, 8), np.float32), np.ones((8, 32), np.float32)
+      product = native_dense(lambda a, b: a @ b)
+      print('DENSE ON XLA', 'fjl_dense' not in str(jax.make_jaxpr(product)(a, b)))
+      np.testing.assert_allclose(product(a, b), a @ b)
     print('AVAILABLE', native.available(), 'REASON', native.unavailable_reason())
     print('WARNINGS', [str(w.message) for w in caught])
 """
@@ -235,8 +239,8 @@ _FALLBACK = """
 
 def test_without_a_working_compiler_the_engine_falls_back_with_one_warning(tmp_path):
   done = _fresh_process(_FALLBACK, CC='false', FEDJAX_LIKE_CACHE_DIR=str(tmp_path))
-  assert 'AVAILABLE False' in done.stdout
-  assert 'failed' in done.stdout and 'native CPU convolutions unavailable' in done.stdout
+  assert 'AVAILABLE False' in done.stdout and 'DENSE ON XLA True' in done.stdout
+  assert 'failed' in done.stdout and 'native CPU kernels unavailable' in done.stdout
   assert done.stdout.count('unavailable, using the im2col lowering') == 1
 
 
