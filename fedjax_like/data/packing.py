@@ -164,12 +164,36 @@ _KEPT: list = []
 _KEPT_LOCK = threading.Lock()
 
 
+def _read_only_arrays(packed: PackedCohort) -> bool:
+  leaves = jtu.tree_leaves((packed.batches, packed.mask))
+  return all(isinstance(x, np.ndarray) and not x.flags.writeable for x in leaves)
+
+
+def _bytes_per_row(tree: PyTree, rows: tuple) -> int:
+  return sum(np.asarray(x).nbytes for x in jtu.tree_leaves(tree)) // max(int(np.prod(rows)), 1)
+
+
+def _steps_and_bytes(packed: PackedCohort) -> tuple[np.ndarray, int]:
+  """Each client's real steps ``[clients]`` (one past its last step with an example) and the
+  host bytes of one packed step; kept on a read-only cohort (a value), so a cohort used every
+  round is measured once."""
+  kept = packed.__dict__.get('_steps_and_bytes')
+  if kept is not None:
+    return kept
+  real = packed.mask.any(axis=2)  # [clients, steps]
+  steps = np.where(real, np.arange(1, real.shape[1] + 1), 0).max(axis=1, initial=0)
+  facts = (steps, _bytes_per_row((packed.batches, packed.mask), packed.mask.shape[:2]))
+  if _read_only_arrays(packed):
+    steps.flags.writeable = False
+    object.__setattr__(packed, '_steps_and_bytes', facts)
+  return facts
+
+
 def _validated_once(packed: PackedCohort, model) -> PackedCohort | None:
   """``validate_cohort(packed, model)``, kept on ``packed`` when all its arrays are read-only (as
   :func:`pack_cohort` makes them), so a cohort used every round is checked once; None for a
   cohort with writable arrays (it is checked as each block is taken)."""
-  leaves = jtu.tree_leaves((packed.batches, packed.mask))
-  if not all(isinstance(x, np.ndarray) and not x.flags.writeable for x in leaves):
+  if not _read_only_arrays(packed):
     return None
   kept = packed.__dict__.get('_validated')
   if kept is not None and kept[0] is model:
@@ -369,8 +393,7 @@ class CohortSource:
           self._value = client_data  # what kept() keeps its results with
           client_data, self._checked_whole = checked, True
       self._packed, self._datasets = client_data, None
-      real = client_data.mask.any(axis=2)  # [clients, steps]
-      steps = np.where(real, np.arange(1, real.shape[1] + 1), 0).max(axis=1, initial=0)
+      steps, self._step_bytes = _steps_and_bytes(client_data)
       self.client_ids = client_data.client_ids
     else:
       if isinstance(client_data, BatchedDataset):
@@ -392,11 +415,9 @@ class CohortSource:
   def step_bytes(self) -> int:
     """Host bytes of one packed step of one client (its batch and mask)."""
     if self._packed is not None:
-      tree, rows = (self._packed.batches, self._packed.mask), self._packed.mask.shape[:2]
-    else:
-      first = self._datasets[0]
-      tree, rows = (first.batches, first.mask), (first.num_batches,)
-    return sum(np.asarray(x).nbytes for x in jtu.tree_leaves(tree)) // max(int(np.prod(rows)), 1)
+      return self._step_bytes
+    first = self._datasets[0]
+    return _bytes_per_row((first.batches, first.mask), (first.num_batches,))
 
   def take(self, rows, num_steps: int | None = None) -> tuple[PyTree, np.ndarray]:
     """``(batches, mask)`` of clients ``rows``, ``[len(rows), num_steps, batch, ...]``."""

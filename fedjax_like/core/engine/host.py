@@ -174,16 +174,6 @@ def run_round(runtime, fn: Callable, key: Any, replicated: PyTree, source: Cohor
   return RoundRun(compiled(*args), order, layout, compiled)
 
 
-def _packed_bytes(layout, steps: np.ndarray, step_bytes: int) -> int:
-  """Host bytes of the layout's blocks packed in memory."""
-  total = 0
-  for rows, budget in layout.blocks:
-    rows = np.asarray(rows)
-    width = budget if budget is not None else int(steps[rows].max(initial=0))
-    total += rows.size * width
-  return total * step_bytes
-
-
 def _streams(runtime, layout, source) -> bool:
   """Whether this round streams its cohort (see :mod:`.stream` and ``ExecutionConfig.stream``)."""
   config = runtime.config
@@ -195,7 +185,7 @@ def _streams(runtime, layout, source) -> bool:
   if not step_bytes:
     return False
   limit = config.stream_bytes or stream.STREAM_BYTES
-  return _packed_bytes(layout, np.asarray(source.steps), step_bytes) > limit
+  return layout.packed_steps * step_bytes > limit
 
 
 def _run_streamed(runtime, fn, key, replicated, source, per_client, stacked_by) -> RoundRun:

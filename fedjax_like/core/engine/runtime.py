@@ -133,12 +133,15 @@ class CohortLayout:
     step_groups: per device, the step groups over those blocks, or None.
     lanes: a :class:`~.plan.LanePlan` when the cohort runs in lanes, else None.
     padding_waste: masked / computed steps for the round (0 under ``sequential``).
+    packed_steps: client-steps in the packed blocks (each block's clients times its width): the
+      host size of the packed cohort in steps.
   """
 
   blocks: tuple
   step_groups: tuple | None
   lanes: plan.LanePlan | None
   padding_waste: float | None
+  packed_steps: int = 0
 
 
 class Runtime:
@@ -187,7 +190,12 @@ class Runtime:
     if layout is None:
       if len(self._layouts) >= 64:
         self._layouts.pop(next(iter(self._layouts), None), None)
-      layout = self._layouts[key] = self._plan(np.asarray(steps, np.int64), streamed, shards)
+      steps = np.asarray(steps, np.int64)
+      layout = self._plan(steps, streamed, shards)
+      packed = sum(np.asarray(rows).size * (budget if budget is not None else
+                                            int(steps[np.asarray(rows)].max(initial=0)))
+                   for rows, budget in layout.blocks)
+      layout = self._layouts[key] = dataclasses.replace(layout, packed_steps=packed)
     return layout
 
   def _plan(self, steps: np.ndarray, streamed: bool, shards: int) -> CohortLayout:
@@ -266,10 +274,9 @@ class Runtime:
     ``fn`` plus any static layout) and the arguments' shapes, dtypes and shardings, and checked to
     fit in device memory before it runs (:func:`.memory.compile_within_memory`). ``fn(engine,
     *args)`` receives the :class:`Engine` to run its clients with."""
-    shapes = jax.tree.map(
-        lambda x: (np.shape(x), np.dtype(x.dtype), getattr(x, 'sharding', None)), args
-    )
-    full_key = (key, jax.tree.structure(shapes), tuple(jax.tree.leaves(shapes)))
+    leaves, structure = jax.tree.flatten(args)
+    full_key = (key, structure, tuple(
+        (np.shape(x), np.dtype(x.dtype), getattr(x, 'sharding', None)) for x in leaves))
     compiled = self._compiled.get(full_key)
     if compiled is None:
 
