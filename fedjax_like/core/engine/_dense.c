@@ -26,22 +26,23 @@
 #define TILE_V 1
 #endif
 
-/* c[r, col[v]:+16] = sum_k a[r, k] b[k, col[v]:+16], r < R, v < NV. */
-static inline __attribute__((always_inline)) void nn_tile(
-    const float *a, const float *b, float *c, int64_t K, int64_t N, const int64_t *col,
-    const int NV, const int R) {
+/* c[r, col[v]:+16] = sum_t a[r * a_row + t * a_term] b[t, col[v]:+16] for r < R, v < NV, over
+ * `terms` terms: nn reads a's rows (a_row = K, a_term = 1), tn its columns (a_row = 1, a_term = K). */
+static inline __attribute__((always_inline)) void tile(
+    const float *a, int64_t a_row, int64_t a_term, const float *b, float *c, int64_t terms,
+    int64_t N, const int64_t *col, const int NV, const int R) {
   vec acc[MR][NVB];
 #pragma GCC unroll 6
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) acc[r][v] = (vec){0};
-  for (int64_t k = 0; k < K; ++k) {
+  for (int64_t t = 0; t < terms; ++t) {
     vec bv[NVB];
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) bv[v] = vload(b + k * N + col[v]);
+    for (int v = 0; v < NV; ++v) bv[v] = vload(b + t * N + col[v]);
 #pragma GCC unroll 6
     for (int r = 0; r < R; ++r) {
-      const float s = a[r * K + k];
+      const float s = a[r * a_row + t * a_term];
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) acc[r][v] += s * bv[v];
     }
@@ -52,53 +53,21 @@ static inline __attribute__((always_inline)) void nn_tile(
     for (int v = 0; v < NV; ++v) vstore(c + r * N + col[v], acc[r][v]);
 }
 
-/* c[r, col[v]:+16] = sum_m a[m, r] b[m, col[v]:+16], r < R, v < NV (a: row stride K). */
-static inline __attribute__((always_inline)) void tn_tile(
-    const float *a, const float *b, float *c, int64_t M, int64_t K, int64_t N,
-    const int64_t *col, const int NV, const int R) {
-  vec acc[MR][NVB];
-#pragma GCC unroll 6
-  for (int r = 0; r < R; ++r)
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) acc[r][v] = (vec){0};
-  for (int64_t m = 0; m < M; ++m) {
-    vec bv[NVB];
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) bv[v] = vload(b + m * N + col[v]);
-#pragma GCC unroll 6
-    for (int r = 0; r < R; ++r) {
-      const float s = a[m * K + r];
-#pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) acc[r][v] += s * bv[v];
-    }
-  }
-#pragma GCC unroll 6
-  for (int r = 0; r < R; ++r)
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) vstore(c + r * N + col[v], acc[r][v]);
-}
-
-typedef void (*nn_fn)(const float *, const float *, float *, int64_t, int64_t, const int64_t *);
-typedef void (*tn_fn)(const float *, const float *, float *, int64_t, int64_t, int64_t,
-                      const int64_t *);
+typedef void (*tile_fn)(const float *, int64_t, int64_t, const float *, float *, int64_t, int64_t,
+                        const int64_t *);
 
 /* One function per tile shape (NV, R), so the tile loops are unrolled with constant bounds. */
-#define NN_FN(NV, R)                                                                     \
-  static void nn_##NV##_##R(const float *a, const float *b, float *c, int64_t K, int64_t N, \
-                            const int64_t *col) {                                        \
-    nn_tile(a, b, c, K, N, col, NV, R);                                                  \
+#define TILE_FN(NV, R)                                                                          \
+  static void tile_##NV##_##R(const float *a, int64_t a_row, int64_t a_term, const float *b,   \
+                              float *c, int64_t terms, int64_t N, const int64_t *col) {        \
+    tile(a, a_row, a_term, b, c, terms, N, col, NV, R);                                        \
   }
-#define TN_FN(NV, R)                                                                     \
-  static void tn_##NV##_##R(const float *a, const float *b, float *c, int64_t M, int64_t K, \
-                            int64_t N, const int64_t *col) {                             \
-    tn_tile(a, b, c, M, K, N, col, NV, R);                                               \
-  }
-#define FOR_R(F, NV) F(NV, 1) F(NV, 2) F(NV, 3) F(NV, 4) F(NV, 5) F(NV, 6)
-#define ROW(P, NV) {P##_##NV##_1, P##_##NV##_2, P##_##NV##_3, P##_##NV##_4, P##_##NV##_5, P##_##NV##_6}
-FOR_R(NN_FN, 1) FOR_R(NN_FN, 2) FOR_R(NN_FN, 3) FOR_R(NN_FN, 4)
-FOR_R(TN_FN, 1) FOR_R(TN_FN, 2) FOR_R(TN_FN, 3) FOR_R(TN_FN, 4)
-static const nn_fn NN[NVB][MR] = {ROW(nn, 1), ROW(nn, 2), ROW(nn, 3), ROW(nn, 4)};
-static const tn_fn TN[NVB][MR] = {ROW(tn, 1), ROW(tn, 2), ROW(tn, 3), ROW(tn, 4)};
+#define FOR_R(NV) TILE_FN(NV, 1) TILE_FN(NV, 2) TILE_FN(NV, 3) TILE_FN(NV, 4) TILE_FN(NV, 5) \
+  TILE_FN(NV, 6)
+#define ROW(NV) {tile_##NV##_1, tile_##NV##_2, tile_##NV##_3, tile_##NV##_4, tile_##NV##_5, \
+                 tile_##NV##_6}
+FOR_R(1) FOR_R(2) FOR_R(3) FOR_R(4)
+static const tile_fn TILES[NVB][MR] = {ROW(1), ROW(2), ROW(3), ROW(4)};
 
 /* ------------------------------------------------------------------------------------------ */
 /* Work items: (batch element, block of TILE_V column vectors, tile of TILE_R output rows)  */
@@ -135,10 +104,10 @@ static void dense_item(void *p, int64_t item) {
     b += i * k->b_str[d];
   }
   float *c = k->c + batch * k->rows * k->N + r0 * k->N;
-  if (k->tn)
-    TN[nv - 1][rows - 1](a + r0, b, c, k->M, k->K, k->N, col);
-  else
-    NN[nv - 1][rows - 1](a + r0 * k->K, b, c, k->K, k->N, col);
+  if (k->tn) /* c[r, :] = sum_m a[m, r0 + r] b[m, :] */
+    TILES[nv - 1][rows - 1](a + r0, 1, k->K, b, c, k->M, k->N, col);
+  else /* c[r, :] = sum_k a[r0 + r, k] b[k, :] */
+    TILES[nv - 1][rows - 1](a + r0 * k->K, k->K, 1, b, c, k->K, k->N, col);
 }
 
 /* Multiply-adds per worker below which splitting costs more than it saves. */

@@ -32,6 +32,7 @@ matters to code that differentiates a lowered function.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -46,11 +47,6 @@ MAX_TN_OUTPUT = 1 << 16  # xᵀ @ g: result elements (K * N), up to this
 MAX_TRANSPOSED = 1 << 16  # g @ Wᵀ: elements of W (transposed by XLA first), up to this
 
 
-def _call(target: str, out_shape: tuple, a, b):
-  out = jax.ShapeDtypeStruct(out_shape, jnp.float32)
-  return jax.ffi.ffi_call(target, out, vmap_method='expand_dims')(a, b)
-
-
 def _batch_shape(a, b) -> tuple:
   return jnp.broadcast_shapes(a.shape[:-2], b.shape[:-2])
 
@@ -61,18 +57,6 @@ def _broadcast(x, batch: tuple):
   return x.reshape((1,) * missing + x.shape) if missing else x
 
 
-@jax.custom_vjp
-def matmul(a, b):
-  """``a [.., M, K] @ b [.., K, N]`` (float32, N >= 16) on the native kernel."""
-  batch = _batch_shape(a, b)
-  return _call('fjl_dense_nn', (*batch, a.shape[-2], b.shape[-1]), _broadcast(a, batch),
-               _broadcast(b, batch))
-
-
-def _matmul_fwd(a, b):
-  return matmul(a, b), (a, b)
-
-
 def _unbroadcast(grad, shape):
   """``grad`` summed back to an operand's ``shape`` (over the batch axes it was broadcast on)."""
   extra = grad.ndim - len(shape)
@@ -81,36 +65,44 @@ def _unbroadcast(grad, shape):
   return grad.sum(axis=axes, keepdims=True) if axes else grad
 
 
-def _matmul_bwd(residuals, g):
-  a, b = residuals
-  da = jnp.matmul(g, jnp.swapaxes(b, -1, -2))
-  db = jnp.matmul(jnp.swapaxes(a, -1, -2), g)
+def _t(x):
+  return jnp.swapaxes(x, -1, -2)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _product(transpose_a: bool, a, b):
+  """``a @ b`` (``aᵀ @ b`` with ``transpose_a``) on the native kernel, batched over the leading
+  dimensions."""
+  batch = _batch_shape(a, b)
+  rows = a.shape[-1] if transpose_a else a.shape[-2]
+  out = jax.ShapeDtypeStruct((*batch, rows, b.shape[-1]), jnp.float32)
+  target = 'fjl_dense_tn' if transpose_a else 'fjl_dense_nn'
+  call = jax.ffi.ffi_call(target, out, vmap_method='expand_dims')
+  return call(_broadcast(a, batch), _broadcast(b, batch))
+
+
+def _product_fwd(transpose_a, a, b):
+  return _product(transpose_a, a, b), (a, b)
+
+
+def _product_bwd(transpose_a, residuals, g):
+  a, b = residuals  # the gradients by XLA's own products
+  da = jnp.matmul(b, _t(g)) if transpose_a else jnp.matmul(g, _t(b))
+  db = jnp.matmul(a, g) if transpose_a else jnp.matmul(_t(a), g)
   return _unbroadcast(da, a.shape), _unbroadcast(db, b.shape)
 
 
-matmul.defvjp(_matmul_fwd, _matmul_bwd)
+_product.defvjp(_product_fwd, _product_bwd)
 
 
-@jax.custom_vjp
+def matmul(a, b):
+  """``a [.., M, K] @ b [.., K, N]`` (float32, N >= 16) on the native kernel."""
+  return _product(False, a, b)
+
+
 def matmul_tn(a, b):
   """``a [.., M, K]ᵀ @ b [.., M, N]`` -> ``[.., K, N]`` (float32, N >= 16) on the native kernel."""
-  batch = _batch_shape(a, b)
-  return _call('fjl_dense_tn', (*batch, a.shape[-1], b.shape[-1]), _broadcast(a, batch),
-               _broadcast(b, batch))
-
-
-def _matmul_tn_fwd(a, b):
-  return matmul_tn(a, b), (a, b)
-
-
-def _matmul_tn_bwd(residuals, g):
-  a, b = residuals
-  da = jnp.matmul(b, jnp.swapaxes(g, -1, -2))
-  db = jnp.matmul(a, g)
-  return _unbroadcast(da, a.shape), _unbroadcast(db, b.shape)
-
-
-matmul_tn.defvjp(_matmul_tn_fwd, _matmul_tn_bwd)
+  return _product(True, a, b)
 
 
 def _span(axes: tuple, start: int) -> bool:

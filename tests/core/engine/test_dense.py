@@ -8,16 +8,12 @@ import optax
 import pytest
 from jax import lax
 
-from fedjax_like.core.engine import dense, lowering, native
+from fedjax_like.core.engine import dense, lowering
 
 RNG = np.random.default_rng(11)
 
 
-@pytest.fixture(scope='module', autouse=True)
-def _built():
-  if native._compiler() is None:
-    pytest.skip('no C compiler on this machine: dense products stay with XLA (tested elsewhere)')
-  assert native.available(), native.unavailable_reason()
+pytestmark = pytest.mark.usefixtures('native_kernels')
 
 
 def _np_matmul(a, b):

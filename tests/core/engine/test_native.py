@@ -18,11 +18,7 @@ from fedjax_like.core.engine.lowering import im2col_convolutions, native_convolu
 RNG = np.random.default_rng(7)
 
 
-@pytest.fixture(scope='module', autouse=True)
-def _built():
-  if native._compiler() is None:
-    pytest.skip('no C compiler on this machine: the engine uses im2col (tested elsewhere)')
-  assert native.available(), native.unavailable_reason()
+pytestmark = pytest.mark.usefixtures('native_kernels')
 
 
 def numpy_conv_and_grads(x, w, dy, padding=((0, 0), (0, 0))):
