@@ -35,7 +35,8 @@ wheel=$(ls "$work"/dist/fedjax_like-*.whl)
 "$build_python" - "$wheel" <<'PY'
 import sys, zipfile
 names = set(zipfile.ZipFile(sys.argv[1]).namelist())
-needed = ['fedjax_like/configs/digits.toml', 'fedjax_like/core/engine/_conv2d.c']
+needed = ['fedjax_like/configs/digits.toml'] + [
+    f'fedjax_like/core/engine/{name}' for name in ('_conv2d.c', '_dense.c', '_native.h')]
 missing = [name for name in needed if name not in names]
 sys.exit(f'the wheel lacks {missing}' if missing else 0)
 PY
@@ -67,8 +68,8 @@ for version in $versions; do
     --training.num_rounds 1 --training.clients_per_round 2 --training.client_epochs 1 \
     --evaluation.every 0 --output.root "$run/runs" --output.progress log) >"$run/cli.log" 2>&1 ||
     { echo "Python $version: the CLI round failed:"; tail -20 "$run/cli.log"; status=1; continue; }
-  if grep -q 'native CPU convolutions unavailable' "$run/cli.log" ||
-    ! ls "$run"/cache/fjl_conv2d-*.so >/dev/null 2>&1; then
+  if grep -q 'native CPU kernels unavailable' "$run/cli.log" ||
+    ! ls "$run"/cache/fjl_native-*.so >/dev/null 2>&1; then
     echo "Python $version: the native kernels were not built:"; grep -A3 native "$run/cli.log"
     status=1
     continue

@@ -43,6 +43,8 @@ def test_dependency_floors_are_the_tested_pins():
 def test_run_time_files_are_package_data():
   config = tomllib.loads((ROOT / 'pyproject.toml').read_text())['tool']['setuptools']
   data = config['package-data']
-  assert 'configs/*.toml' in data['fedjax_like'] and '*.c' in data['fedjax_like.core.engine']
+  assert 'configs/*.toml' in data['fedjax_like']
+  assert {'*.c', '*.h'} <= set(data['fedjax_like.core.engine'])
   assert list((ROOT / 'fedjax_like' / 'configs').glob('*.toml'))
-  assert (ROOT / 'fedjax_like' / 'core' / 'engine' / '_conv2d.c').is_file()
+  engine = ROOT / 'fedjax_like' / 'core' / 'engine'
+  assert {'_conv2d.c', '_dense.c', '_native.h'} <= {p.name for p in engine.iterdir()}
