@@ -13,8 +13,8 @@ device's peak), the padding waste of the packed cohort (masked slots / all slots
 *reference*: the throughput of the same model's plain minibatch SGD step (``jax.grad`` + optax,
 jitted, driven from Python) at the same batch size on the same machine, measured in the same run.
 The reference is the limit for this workload; ``fraction`` is examples/s over it. The raw step is
-measured with XLA's own convolution and with each of the engine's CPU lowerings (im2col, native
-kernels), and the fastest is the reference. Writes ``benchmarks/results/cohort-<backend>.json``
+measured with XLA's own kernels and with each of the engine's CPU lowerings (im2col convolutions;
+the native convolution and dense-product kernels), and the fastest is the reference. Writes ``benchmarks/results/cohort-<backend>.json``
 and prints a markdown table.
 """
 
@@ -104,10 +104,9 @@ def raw_step_throughput(module, num_classes, lowering, seconds=3.0):
   params = module.init(jax.random.key(0), jnp.zeros((1, 28, 28)))
   opt = optax.sgd(0.1)
   apply = lambda p, x: module.apply(p, x)
-  if lowering == 'im2col':
-    apply = fl.core.engine.lowering.im2col_convolutions(apply)
-  elif lowering == 'native':
-    apply = fl.core.engine.lowering.native_convolutions(apply)
+  if lowering != 'xla':  # the engine's lowerings: im2col convolutions, or every native kernel
+    dense = 'native' if lowering == 'native' else 'xla'
+    apply = fl.core.engine.lowering.lower(apply, lowering, dense)
 
   def loss(p, x, y):
     return optax.softmax_cross_entropy_with_integer_labels(apply(p, x), y).mean()
@@ -287,7 +286,7 @@ def main(argv=None):
     module_cls, num_classes = MODELS[model_name]
     refs = {
         low: raw_step_throughput(module_cls(), num_classes, low)
-        for low in (['xla', 'im2col', 'native'] if model_name == 'cnn' else ['xla'])
+        for low in (['xla', 'im2col', 'native'] if model_name == 'cnn' else ['xla', 'native'])
     }
     reference = max(refs.values())
     for num_clients in cohorts:
