@@ -7,8 +7,8 @@
  * the result's leading dimensions, or 1 in any of them (broadcast: a matrix shared along it).
  *
  * Both are register-tiled outer products over vectors of 16 output columns: a tile keeps up to
- * 6 x 4 accumulator vectors (AVX-512; 3 x 1 elsewhere), loads a row of 4 `b` vectors once per term of the contraction and
- * broadcasts one `a` value per row of the tile into them. A row of N columns is covered by
+ * 6 x 4 accumulator vectors (AVX-512; 3 x 1 elsewhere), loads a row of 4 `b` vectors once per
+ * term of the contraction and broadcasts one `a` value per row of the tile into them. A row of N columns is covered by
  * ceil(N / 16) vectors; the last one starts at N - 16 and overlaps the one before it, so no
  * column needs a masked or scalar tail: an overlapped column is computed twice by the same
  * sequence of fused multiply-adds and stored twice with the same value. Each output element is
