@@ -8,12 +8,13 @@
  *
  * Both are register-tiled outer products over vectors of 16 output columns: a tile keeps up to
  * 6 x 4 accumulator vectors (AVX-512; 3 x 1 elsewhere), loads a row of 4 `b` vectors once per
- * term of the contraction and broadcasts one `a` value per row of the tile into them. A row of N columns is covered by
- * ceil(N / 16) vectors; the last one starts at N - 16 and overlaps the one before it, so no
- * column needs a masked or scalar tail: an overlapped column is computed twice by the same
- * sequence of fused multiply-adds and stored twice with the same value. Each output element is
- * summed by one thread in a fixed order, so the result does not depend on thread timing.
- * Products large enough to pay for it are split over tiles on XLA's intra-op thread pool. */
+ * term of the contraction and broadcasts one `a` value per row of the tile into them. A row of N
+ * columns is covered by ceil(N / 16) vectors; the last one starts at N - 16 and overlaps the one
+ * before it, so no column needs a masked or scalar tail: an overlapped column is computed twice by
+ * the same sequence of fused multiply-adds and stored twice with the same value. Each output
+ * element is summed by one thread in a fixed order, so the result does not depend on thread
+ * timing. Products large enough to pay for it are split over tiles on XLA's intra-op thread
+ * pool. */
 #include "_native.h"
 
 #define MR 6  /* the most rows of a tile */
@@ -27,7 +28,8 @@
 #endif
 
 /* c[r, col[v]:+16] = sum_t a[r * a_row + t * a_term] b[t, col[v]:+16] for r < R, v < NV, over
- * `terms` terms: nn reads a's rows (a_row = K, a_term = 1), tn its columns (a_row = 1, a_term = K). */
+ * `terms` terms: nn reads a's rows (a_row = K, a_term = 1), tn its columns (a_row = 1,
+ * a_term = K). */
 static inline __attribute__((always_inline)) void tile(
     const float *a, int64_t a_row, int64_t a_term, const float *b, float *c, int64_t terms,
     int64_t N, const int64_t *col, const int NV, const int R) {
@@ -82,7 +84,7 @@ typedef struct {
   int64_t blocks, tiles;     /* column blocks and row tiles per batch element */
   int64_t nbatch;            /* leading dimensions */
   int64_t dims[MAXBATCH];    /* the result's leading dimensions */
-  int64_t a_str[MAXBATCH], b_str[MAXBATCH]; /* operand strides per leading dimension (0: broadcast) */
+  int64_t a_str[MAXBATCH], b_str[MAXBATCH]; /* strides per leading dimension (0: broadcast) */
   int tn;
 } dense_ctx;
 

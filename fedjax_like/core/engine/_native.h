@@ -137,7 +137,8 @@ static int metadata(XLA_FFI_CallFrame *frame) {
 
 
 /* The int64 scalar attribute `name`, or `fallback` when absent. */
-static __attribute__((unused)) int64_t attr_i64(XLA_FFI_CallFrame *frame, const char *name, int64_t fallback) {
+static __attribute__((unused)) int64_t attr_i64(XLA_FFI_CallFrame *frame, const char *name,
+                                                int64_t fallback) {
   size_t len = 0;
   while (name[len]) ++len;
   for (int64_t i = 0; i < frame->attrs.size; ++i) {
