@@ -165,8 +165,8 @@ _KEPT_LOCK = threading.Lock()
 
 
 def _read_only_arrays(packed: PackedCohort) -> bool:
-  leaves = jtu.tree_leaves((packed.batches, packed.mask))
-  return all(isinstance(x, np.ndarray) and not x.flags.writeable for x in leaves)
+  return all(isinstance(x, np.ndarray) and not x.flags.writeable
+             for x in jtu.tree_leaves((packed.batches, packed.mask)))
 
 
 def _bytes_per_row(tree: PyTree, rows: tuple) -> int:
@@ -175,18 +175,16 @@ def _bytes_per_row(tree: PyTree, rows: tuple) -> int:
 
 def _steps_and_bytes(packed: PackedCohort) -> tuple[np.ndarray, int]:
   """Each client's real steps ``[clients]`` (one past its last step with an example) and the
-  host bytes of one packed step; kept on a read-only cohort (a value), so a cohort used every
-  round is measured once."""
-  kept = packed.__dict__.get('_steps_and_bytes')
-  if kept is not None:
-    return kept
-  real = packed.mask.any(axis=2)  # [clients, steps]
-  steps = np.where(real, np.arange(1, real.shape[1] + 1), 0).max(axis=1, initial=0)
-  facts = (steps, _bytes_per_row((packed.batches, packed.mask), packed.mask.shape[:2]))
-  if _read_only_arrays(packed):
+  host bytes of one step; kept on a read-only cohort, so one used every round is measured once."""
+  if '_steps_and_bytes' not in packed.__dict__:
+    real = packed.mask.any(axis=2)  # [clients, steps]
+    steps = np.where(real, np.arange(1, real.shape[1] + 1), 0).max(axis=1, initial=0)
+    facts = (steps, _bytes_per_row((packed.batches, packed.mask), packed.mask.shape[:2]))
+    if not _read_only_arrays(packed):
+      return facts
     steps.flags.writeable = False
     object.__setattr__(packed, '_steps_and_bytes', facts)
-  return facts
+  return packed.__dict__['_steps_and_bytes']
 
 
 def _validated_once(packed: PackedCohort, model) -> PackedCohort | None:
