@@ -25,8 +25,8 @@ results into a new store. Such a cohort must name its clients (``Dataset(..., cl
 
 How a round runs is the process's :class:`~fedjax_like.core.engine.Runtime` (given to the builder,
 else the one in force when ``next`` is called). ``next`` wraps the cohort as a
-:class:`~fedjax_like.data.packing.CohortSource` (checked against the model as it is packed) and
-hands it to ``runtime.run_round``, which plans the layout, packs, places, compiles and calls the
+:class:`~fedjax_like.data.cohort_source.CohortSource` (checked against the model as it is packed)
+and hands it to ``runtime.run_round``, which plans the layout, packs, places, compiles and calls the
 round (:mod:`fedjax_like.core.engine.host`). ``process.padding_waste`` is the last round's
 masked / computed steps (0 under ``sequential``, which skips padding steps). A client's per-round
 key follows its position in the longest-first order, the same under every strategy; its per-step
@@ -46,12 +46,8 @@ import jax
 
 from fedjax_like.core.engine import Runtime, default_runtime
 from fedjax_like.data.dataset import BatchedDataset
-from fedjax_like.data.packing import (
-    CohortSource,
-    PackedCohort,
-    pack_cohort,
-    validate_cohort,
-)
+from fedjax_like.data.packing import PackedCohort, pack_cohort, validate_cohort
+from fedjax_like.data.cohort_source import CohortSource
 from fedjax_like.learning.client_states import StatefulClientWorkState
 from fedjax_like.models.model import Model, ModelWeights
 
@@ -189,7 +185,7 @@ class LearningProcess:
       state: the state from ``initialize()`` or a previous ``next``.
       client_data: the cohort: a list of each client's batched dataset (``ds.batch(20)``), a
         :class:`~fedjax_like.data.packing.PackedCohort`, or a
-        :class:`~fedjax_like.data.packing.CohortSource` that batches clients on demand.
+        :class:`~fedjax_like.data.cohort_source.CohortSource` that batches clients on demand.
 
     Returns:
       ``LearningProcessOutput(state, metrics)``.

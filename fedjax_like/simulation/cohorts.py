@@ -7,10 +7,10 @@ The shuffle is seeded by ``(run seed, round, client id)`` alone, so a client's b
 are the same in every process, whatever ran before (what makes a resumed run exact).
 
 :class:`RoundCohort` is a round's cohort as the training loop hands it to ``process.next``: a
-:class:`~fedjax_like.data.packing.CohortSource` that knows each client's step count and makes a
-client's batches only when the runtime packs the block (or, for a streamed cohort, the chunk) it
-belongs to, so the round's data is copied once, into blocks padded only to their own budgets, and
-a cohort larger than host memory never sits on the host at once.
+:class:`~fedjax_like.data.cohort_source.CohortSource` that knows each client's step count and
+makes a client's batches only when the runtime packs the block (or, for a streamed cohort, the
+chunk) it belongs to, so the round's data is copied once, into blocks padded only to their own
+budgets, and a cohort larger than host memory never sits on the host at once.
 
 :func:`pack_round` packs a cohort's batches into one ``[clients, steps, batch, ...]`` array with
 the step count rounded up to a *bucket* (:func:`step_bucket`: 2 sizes per doubling); kept for
@@ -34,11 +34,11 @@ from fedjax_like.data.client_data import ClientData
 from fedjax_like.data.dataset import BatchedDataset, Dataset
 from fedjax_like.data.packing import (
     PADDING_CLIENT_ID,
-    CohortSource,
     PackedCohort,
     pack_cohort,
     stack_clients,
 )
+from fedjax_like.data.cohort_source import CohortSource
 from fedjax_like.models.model import Model
 
 PyTree = Any

@@ -1,7 +1,7 @@
 """The host side of a round: from a cohort on the host to the compiled round's outputs.
 
 A cohort arrives as a :class:`CohortSource` (the data layer provides them:
-:func:`fedjax_like.data.packing.cohort_source`): each client's real step count, its id, and
+:class:`fedjax_like.data.cohort_source.CohortSource`): each client's real step count, its id, and
 ``take(rows, num_steps)``, which packs some clients into ``[rows, num_steps, batch, ...]`` host
 arrays (checked against the model). :func:`run_round` then
 

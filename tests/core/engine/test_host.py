@@ -6,7 +6,7 @@ import numpy as np
 
 from fedjax_like.core.engine import Runtime, host
 from fedjax_like.data import Dataset
-from fedjax_like.data.packing import CohortSource
+from fedjax_like.data.cohort_source import CohortSource
 
 
 def _source(sizes, batch=2):
@@ -91,7 +91,7 @@ def test_a_read_only_packed_cohort_is_packed_and_placed_once_per_layout(monkeypa
 def test_one_cohort_is_kept_at_a_time_and_dropped_with_it():
   import gc
 
-  from fedjax_like.data import packing
+  from fedjax_like.data import cohort_source, packing
 
   class _Model:
     input_spec = (jax.ShapeDtypeStruct((3,), jnp.float32), jax.ShapeDtypeStruct((), jnp.int32))
@@ -101,12 +101,13 @@ def test_one_cohort_is_kept_at_a_time_and_dropped_with_it():
   first = packing.pack_cohort(_source([4, 2, 3])[1])
   second = packing.pack_cohort(_source([5, 1, 2])[1])
   runtime.run_round(_round, 'k', jnp.float32(0.0), CohortSource(first, model), per_client)
-  assert len(packing._KEPT) == 1 and packing._KEPT[0][0]() is first
+  assert len(cohort_source._KEPT) == 1 and cohort_source._KEPT[0][0]() is first
   runtime.run_round(_round, 'k', jnp.float32(0.0), CohortSource(second, model), per_client)
-  assert len(packing._KEPT) == 1 and packing._KEPT[0][0]() is second  # the first one released
+  kept = cohort_source._KEPT
+  assert len(kept) == 1 and kept[0][0]() is second  # the first one released
   del second
   gc.collect()
-  assert packing._KEPT == []  # nothing held for a cohort that is gone
+  assert cohort_source._KEPT == []  # nothing held for a cohort that is gone
 
 
 def test_a_kept_cohort_follows_the_model_it_is_used_with():
